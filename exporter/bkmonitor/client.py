@@ -1,0 +1,384 @@
+"""The BlueKing Monitor client: ``get_event_log`` and ``search_alert`` through the ESB.
+
+One pooled :class:`requests.Session` per client. Every call goes through, in order: the retry
+loop (:mod:`.retry`), the global token bucket (:mod:`.ratelimit`), the concurrency semaphore
+(held only while the request is on the wire, never while backing off), the HTTP request, and
+the envelope rules (:mod:`.envelope`). Secrets never reach a message, an exception or a log
+line (:mod:`.redact`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from exporter import __version__
+from exporter.bkmonitor.envelope import parse_envelope
+from exporter.bkmonitor.ratelimit import TokenBucket
+from exporter.bkmonitor.redact import RedactingFilter, redact, strip_query
+from exporter.bkmonitor.retry import RetryPolicy, retry_call
+from exporter.errors import (
+    BkApiError,
+    BkAuthError,
+    BkNotFoundError,
+    BkRateLimitError,
+    BkResponseError,
+    BkRetryableError,
+    BkTransportError,
+)
+
+__all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
+
+ESB_PREFIX = "/api/c/compapi/v2/monitor_v3"
+
+#: urllib3 logs request lines (query string included) at DEBUG: with ``auth_in: params`` they hold the secret.
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
+
+#: requests failures that mean "no (complete) answer": worth a retry.
+_TRANSPORT_FAILURES = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+@dataclass(frozen=True, repr=False)
+class BkClientSettings:
+    """What the client needs from the ``bkmonitor:`` config block (durations in seconds)."""
+
+    base_url: str
+    app_code: str
+    app_secret: str
+    username: str | None = "admin"
+    bk_token: str | None = None
+    auth_in: str = "header"  # "header" (X-Bkapi-Authorization) | "params" (legacy: query / JSON body)
+    language: str = "en"
+    timeout: float = 30.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+    max_concurrency: int = 8
+    rate_limit: float = 20.0  # requests per second across all calls; 0 = unlimited
+    max_attempts: int = 5
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    user_agent: str = "bk-otel-exporter"
+
+    def __post_init__(self) -> None:
+        if self.auth_in not in ("header", "params"):
+            raise ValueError(f"auth_in must be 'header' or 'params', not {self.auth_in!r}")
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never appear in output."""
+        return tuple(s for s in (self.app_secret, self.bk_token) if s)
+
+    def __repr__(self) -> str:
+        shown = {
+            "base_url": self.base_url,
+            "app_code": self.app_code,
+            "app_secret": "***" if self.app_secret else "",
+            "username": self.username,
+            "bk_token": "***" if self.bk_token else None,
+            "auth_in": self.auth_in,
+            "language": self.language,
+            "timeout": self.timeout,
+            "verify_tls": self.verify_tls,
+            "ca_file": self.ca_file,
+            "max_concurrency": self.max_concurrency,
+            "rate_limit": self.rate_limit,
+            "max_attempts": self.max_attempts,
+            "initial_backoff": self.initial_backoff,
+            "max_backoff": self.max_backoff,
+            "user_agent": self.user_agent,
+        }
+        return "BkClientSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+class ApiObserver(Protocol):
+    """Told about every HTTP attempt (the daemon passes its metrics). Must not block or raise.
+
+    ``outcome`` is one of ``ok``, ``retryable``, ``rate_limited``, ``auth``, ``not_found``, ``error``.
+    """
+
+    def api_request(self, endpoint: str, outcome: str, seconds: float) -> None: ...
+
+
+def _outcome(error: BkApiError | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, BkRateLimitError):
+        return "rate_limited"
+    if isinstance(error, BkRetryableError):
+        return "retryable"
+    if isinstance(error, BkAuthError):
+        return "auth"
+    if isinstance(error, BkNotFoundError):
+        return "not_found"
+    return "error"
+
+
+class BkClient:
+    """Thread-safe client for the BlueKing Monitor ESB APIs the exporter uses.
+
+    Raises only :class:`~exporter.errors.BkApiError` subclasses (after retrying the retryable
+    ones). ``sleep(seconds)`` waits and returns True when woken by :meth:`close`; the default
+    waits on an internal event. ``clock`` (monotonic seconds) drives latency and the rate
+    limit; ``rng`` (in [0, 1)) the backoff jitter.
+    """
+
+    def __init__(
+        self,
+        settings: BkClientSettings,
+        *,
+        session: requests.Session | None = None,
+        observer: ApiObserver | None = None,
+        sleep: Callable[[float], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._base = settings.base_url.rstrip("/") + ESB_PREFIX
+        self._secrets = settings.secrets
+        self._verify: bool | str = settings.ca_file or settings.verify_tls
+        self._observer = observer
+        self._clock = clock
+        self._rng = rng
+        self._closed = threading.Event()
+        self._user_sleep = sleep
+        self._policy = RetryPolicy(settings.max_attempts, settings.initial_backoff, settings.max_backoff)
+        self._bucket = TokenBucket(settings.rate_limit, clock=clock)
+        self._in_flight = threading.BoundedSemaphore(settings.max_concurrency)
+        self._lock = threading.Lock()
+        self._requests_sent = 0
+        self._retries = 0
+
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_maxsize=max(10, settings.max_concurrency), max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        session.verify = self._verify
+        self._session = session
+
+        self._auth = {"bk_app_code": settings.app_code, "bk_app_secret": settings.app_secret}
+        if settings.username:
+            self._auth["bk_username"] = settings.username
+        if settings.bk_token:
+            self._auth["bk_token"] = settings.bk_token
+        self._headers = {
+            "Accept": "application/json",
+            "Blueking-Language": settings.language,
+            "User-Agent": f"{settings.user_agent}/{__version__}",
+        }
+        if settings.auth_in == "header":
+            self._headers["X-Bkapi-Authorization"] = json.dumps(self._auth, separators=(",", ":"))
+
+        self._log_filter: RedactingFilter | None = None
+        if settings.auth_in == "params" and self._secrets:
+            self._log_filter = RedactingFilter(self._secrets)
+            for name in _URL_LOGGERS:
+                logging.getLogger(name).addFilter(self._log_filter)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP attempts sent so far (retries included)."""
+        return self._requests_sent
+
+    @property
+    def retries(self) -> int:
+        """Retries made so far (attempts after a retryable failure)."""
+        return self._retries
+
+    def get_event_log(self, alarm_id: str) -> list[Any]:
+        """The flow records of one alarm: the raw ``data`` list, newest first (BK_API.md §2)."""
+        params: dict[str, str] = {"id": str(alarm_id)}
+        if self._settings.auth_in == "params":
+            params.update(self._auth)
+        return self._call("get_event_log", "GET", params=params, subject=str(alarm_id), expect=list)
+
+    def search_alert(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One page of ``search_alert`` (BK_API.md §3): the raw ``data`` dict."""
+        payload = dict(body)
+        if self._settings.auth_in == "params":
+            payload.update(self._auth)
+        raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return self._call("search_alert", "POST", data=raw, expect=dict)
+
+    def close(self) -> None:
+        """Wake any backoff or rate-limit sleep (those calls end with "client closed"), close the session."""
+        self._closed.set()
+        self._session.close()
+        if self._log_filter is not None:
+            for name in _URL_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
+            self._log_filter = None
+
+    def __enter__(self) -> BkClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BkClient({self._settings.base_url!r}, auth_in={self._settings.auth_in!r})"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait; True when the client was closed before or during the wait."""
+        if self._closed.is_set():
+            return True
+        if self._user_sleep is None:
+            return self._closed.wait(seconds)
+        return self._user_sleep(seconds) or self._closed.is_set()
+
+    def _count_retry(self, attempt: int, delay: float, error: BkRetryableError) -> None:
+        with self._lock:
+            self._retries += 1
+
+    def _call(
+        self,
+        endpoint: str,
+        method: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        subject: str | None = None,
+        expect: type,
+    ) -> Any:
+        if self._closed.is_set():
+            raise BkTransportError("client closed", endpoint=endpoint)
+        url = f"{self._base}/{endpoint}/"
+        return retry_call(
+            lambda: self._attempt(endpoint, method, url, params, data, expect),
+            policy=self._policy,
+            sleep=self._sleep,
+            rng=self._rng,
+            endpoint=endpoint,
+            subject=subject,
+            on_retry=self._count_retry,
+        )
+
+    def _attempt(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        expect: type,
+    ) -> Any:
+        """One HTTP attempt: rate limit, concurrency slot, request, envelope."""
+        if self._bucket.acquire(self._sleep):
+            raise BkTransportError("client closed", endpoint=endpoint)
+        request_id = uuid.uuid4().hex
+        headers = {**self._headers, "X-Request-ID": request_id}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        failure: requests.RequestException | None = None
+        with self._in_flight:
+            with self._lock:
+                self._requests_sent += 1
+            started = self._clock()
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    timeout=self._settings.timeout,
+                    verify=self._verify,
+                    allow_redirects=False,  # never replay credentials to another location
+                )
+                status, resp_headers, body = response.status_code, response.headers, response.content
+            except requests.RequestException as exc:
+                failure = exc
+        if failure is not None:
+            # Raised outside the except block, so the requests exception is the cause only
+            # through _safe_cause, never as an implicit __context__.
+            error = self._request_failed(failure, endpoint, request_id)
+            self._observe(endpoint, error, started)
+            raise error from self._safe_cause(failure)
+        try:
+            result = parse_envelope(
+                status, resp_headers, body, endpoint, expect=expect, redact_secrets=self._secrets
+            )
+        except BkApiError as error:
+            self._observe(endpoint, error, started)
+            raise
+        self._observe(endpoint, None, started)
+        return result
+
+    def _observe(self, endpoint: str, error: BkApiError | None, started: float) -> None:
+        if self._observer is not None:
+            self._observer.api_request(endpoint, _outcome(error), max(0.0, self._clock() - started))
+
+    def _request_failed(self, exc: requests.RequestException, endpoint: str, request_id: str) -> BkApiError:
+        """Our own, secret-free error for a failed request (``requests`` messages quote the URL)."""
+        if isinstance(exc, requests.Timeout):
+            kind = "timed out"
+            if isinstance(exc, requests.ConnectTimeout):
+                kind = "connect timed out"
+            summary = f"{kind} after {self._settings.timeout:g}s"
+        elif isinstance(exc, requests.exceptions.SSLError):
+            summary = "TLS error"
+        elif isinstance(exc, _TRANSPORT_FAILURES):
+            summary = "connection failed"
+        else:
+            summary = "request could not be sent"
+        detail = redact(strip_query(str(exc)), self._secrets)
+        if len(detail) > 300:
+            detail = detail[:299] + "…"
+        cls = BkTransportError if isinstance(exc, _TRANSPORT_FAILURES) else BkResponseError
+        return cls(
+            f"{summary}: {type(exc).__name__}",
+            endpoint=endpoint,
+            bk_message=detail or None,
+            request_id=request_id,
+        )
+
+    def _safe_cause(self, exc: requests.RequestException) -> BaseException:
+        """``exc`` itself when no message in its chain holds a secret, else a scrubbed stand-in.
+
+        With ``auth_in: params`` the URL carries the secret, and requests/urllib3 quote URLs in
+        their messages (and in the messages of the exceptions they chain): a traceback printed
+        by the caller must not show it.
+        """
+        if not self._secrets:
+            return exc
+        seen: set[int] = set()
+        link: BaseException | None = exc
+        while link is not None and id(link) not in seen:
+            seen.add(id(link))
+            for text in (str(link), repr(link.args)):
+                if redact(text, self._secrets) != text:
+                    return self._stand_in(exc)
+            link = link.__cause__ or link.__context__
+        return exc
+
+    def _stand_in(self, exc: requests.RequestException) -> BaseException:
+        text = redact(strip_query(str(exc)), self._secrets)
+        try:
+            return type(exc)(text)
+        except Exception:  # an exception type with a constructor of its own
+            return requests.RequestException(text)

@@ -1,0 +1,136 @@
+"""Parse get_event_log's ``data`` into FlowRecords, tolerant of both server generations.
+
+What real servers send (BK_API.md §2.3, §2.8): ``data`` is a list, newest first; ``event_id`` is an
+int (current) or a string (3.x); ``extend_info`` is ``{}`` (current), a dict (3.x), ``""`` or
+null; ``create_time`` is a naive ``YYYY-MM-DD HH:MM:SS`` in the server's zone (Asia/Shanghai),
+but we also accept ISO strings with an offset and epoch seconds or milliseconds.
+
+CONVERGE runs are re-folded on every call (§2.5), so the list is not append-only: records are
+identified by ``record_uid`` (content plus occurrence), never by position. Parsing is pure; an
+item that cannot be parsed is reported in ``ParseResult.malformed`` and skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
+
+from exporter.mapping.ids import record_uid
+from exporter.model import FlowRecord
+
+__all__ = ["Malformed", "ParseResult", "parse_create_time", "parse_event_log"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f")
+_OFFSET_RE = re.compile(r"([+-])(\d{2}):?(\d{2})$")
+_DIGITS_RE = re.compile(r"^\d+(\.\d+)?$")
+# Epoch values above this many seconds are read as milliseconds (year 5138 in seconds).
+_MS_THRESHOLD = 1e11
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """One item that could not be parsed: its position in ``data`` and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class ParseResult:
+    records: list[FlowRecord] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+
+
+def _ns_from_epoch(value: float) -> int:
+    seconds = value / 1000.0 if value > _MS_THRESHOLD else value
+    return int(round(seconds * 1_000_000)) * 1000
+
+
+def _ns_from_datetime(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def parse_create_time(value: Any, tz: tzinfo) -> int:
+    """UTC nanoseconds of a ``create_time``. Raises ValueError for anything unusable."""
+    if isinstance(value, bool):
+        raise ValueError("create_time is a boolean")
+    if isinstance(value, (int, float)):
+        if value <= 0 or value != value:  # NaN
+            raise ValueError(f"create_time {value!r} is not a positive epoch")
+        return _ns_from_epoch(float(value))
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"create_time {value!r} is not a string or number")
+    text = value.strip()
+    if _DIGITS_RE.match(text):
+        return parse_create_time(float(text), tz)
+    offset = _OFFSET_RE.search(text)
+    if offset and len(text) > 19:
+        sign = -1 if offset.group(1) == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3))))
+        text, aware_tz = text[: offset.start()].rstrip(), zone
+    elif text.endswith("Z"):
+        text, aware_tz = text[:-1], timezone.utc
+    else:
+        aware_tz = None
+    for fmt in _NAIVE_FORMATS:
+        try:
+            naive = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return _ns_from_datetime(naive.replace(tzinfo=aware_tz or tz))
+    raise ValueError(f"create_time {value!r} is not a known time format")
+
+
+def _text(item: dict[str, Any], key: str, *, required: bool = False) -> str:
+    value = item.get(key)
+    if value is None:
+        if required:
+            raise ValueError(f"{key} is missing")
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{key} is a {type(value).__name__}, not a string")
+
+
+def parse_event_log(alarm_id: str, data: Sequence[Any], *, tz: tzinfo, observed_ns: int) -> ParseResult:
+    """Parse one answer. Records keep the server's (newest-first) order."""
+    result = ParseResult()
+    occurrences: dict[tuple[str, str, str], int] = {}
+    for index, item in enumerate(data):
+        try:
+            if not isinstance(item, dict):
+                raise ValueError(f"item is a {type(item).__name__}, not an object")
+            operate = _text(item, "operate", required=True).strip()
+            if not operate:
+                raise ValueError("operate is empty")
+            raw_time = item.get("create_time")
+            create_ns = parse_create_time(raw_time, tz)
+            message = _text(item, "message")
+            raw_time_text = str(raw_time).strip()
+            key = (operate, raw_time_text, message)
+            occurrence = occurrences.get(key, 0)
+            occurrences[key] = occurrence + 1
+            result.records.append(
+                FlowRecord(
+                    alarm_id=alarm_id,
+                    operate=operate,
+                    message=message,
+                    status=_text(item, "status"),
+                    event_id=_text(item, "event_id") or alarm_id,
+                    create_time_ns=create_ns,
+                    create_time_raw=raw_time_text,
+                    extend_info=item.get("extend_info"),
+                    uid=record_uid(alarm_id, operate, raw_time_text, message, occurrence),
+                    observed_ns=observed_ns,
+                )
+            )
+        except (ValueError, OverflowError) as exc:
+            result.malformed.append(Malformed(index, str(exc)))
+    return result

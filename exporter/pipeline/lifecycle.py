@@ -1,0 +1,36 @@
+"""Alarm lifecycle rules, as pure functions.
+
+    active --terminal record or terminal search_alert status--> closing
+    closing --retire_after elapsed (after one more read)--> retired
+    any --3324002 (unknown / past retention)--> expired
+    retired --discovery reports it changed and not terminal--> active
+
+``terminal_at`` is the time the alarm ended: the terminal record's own time, or now if that lies
+in the future (clock skew), so a long-closed alarm found after a restart retires after one read.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+from exporter.model import TERMINAL_OPERATES, FlowRecord
+
+__all__ = ["TERMINAL_STATUSES", "next_poll_time", "terminal_time"]
+
+#: search_alert statuses after which an alarm is over.
+TERMINAL_STATUSES = frozenset({"RECOVERED", "CLOSED"})
+
+
+def terminal_time(records: Iterable[FlowRecord], now: float) -> float | None:
+    """When the alarm ended according to its records, or None while it is open."""
+    ends = [r.create_time_ns / 1e9 for r in records if r.operate in TERMINAL_OPERATES]
+    return min(max(ends), now) if ends else None
+
+
+def next_poll_time(
+    now: float, interval: float, jitter: float, rng: Callable[[], float] = random.random
+) -> float:
+    """``now + interval``, spread by ±``jitter`` × interval so alarms do not poll in lockstep."""
+    spread = interval * jitter * (2.0 * rng() - 1.0)
+    return now + max(0.0, interval + spread)

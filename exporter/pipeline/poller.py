@@ -1,0 +1,297 @@
+"""One poll cycle: read the event log of every due alarm and commit what is new.
+
+Per alarm, in a worker thread (at most ``max_concurrency`` at once; the client also enforces its
+own global rate limit):
+
+1. ``get_event_log`` (the client retries transient failures with backoff);
+2. parse (malformed items are counted and logged once, then skipped);
+3. keep the records whose uid is not in the alarm's seen set (the list is re-folded by BlueKing
+   between calls, so identity is by content, never by position);
+4. map them (oldest first) to log records and/or span events;
+5. one ``commit_poll`` transaction: seen uids + outbox rows + lifecycle + next poll time.
+
+An error for one alarm never stops the others; an authentication failure stops the cycle (every
+other call would fail the same way) and is reported once per cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, Protocol
+
+from exporter.bkmonitor.records import parse_event_log
+from exporter.errors import BkApiError, BkAuthError, BkNotFoundError
+from exporter.mapping.logs import to_log_event
+from exporter.model import AlarmContext, FlowRecord, LogEvent
+from exporter.pipeline.lifecycle import next_poll_time, terminal_time
+from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StateStore
+
+__all__ = ["CycleReport", "EventLogSource", "PollSettings", "Poller", "SpanHook"]
+
+log = logging.getLogger(__name__)
+
+
+class EventLogSource(Protocol):
+    def get_event_log(self, alarm_id: str) -> list[Any]: ...
+
+
+class PollMetrics(Protocol):
+    def records_fetched(self, n: int) -> None: ...
+    def records_enqueued(self, n: int) -> None: ...
+    def records_skipped(self, n: int, reason: str) -> None: ...
+    def poll_cycle(self, *, ok: bool, alarms_polled: int, seconds: float) -> None: ...
+    def auth_failure(self, message: str | None) -> None: ...
+
+
+class SpanHook(Protocol):
+    """What the span side adds to one alarm's commit (see :mod:`exporter.pipeline.spans`)."""
+
+    def on_poll(
+        self,
+        alarm: AlarmState,
+        ctx: AlarmContext,
+        new: Sequence[FlowRecord],
+        commit: PollCommit,
+        retiring: bool,
+    ) -> None: ...
+
+
+Mapper = Callable[[FlowRecord, "AlarmContext | None", bool], LogEvent]
+
+
+def _default_mapper(record: FlowRecord, ctx: AlarmContext | None, with_trace: bool) -> LogEvent:
+    return to_log_event(record, ctx, with_trace=with_trace)
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    interval: float = 30.0
+    retire_after: float = 600.0
+    jitter: float = 0.1
+    max_concurrency: int = 8
+    signals: frozenset[str] = frozenset({"logs"})
+    timezone: tzinfo | None = None  # of create_time strings; None = Asia/Shanghai
+
+
+@dataclass
+class CycleReport:
+    polled: int = 0
+    failed: int = 0
+    new_records: int = 0
+    malformed: int = 0
+    retired: int = 0
+    overflow: int = 0
+    auth_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.auth_error is None
+
+
+class Poller:
+    """Runs poll cycles. Thread-safe: one cycle at a time (a second caller waits)."""
+
+    def __init__(
+        self,
+        source: EventLogSource,
+        store: StateStore,
+        metrics: PollMetrics,
+        settings: PollSettings,
+        *,
+        mapper: Mapper = _default_mapper,
+        spans: SpanHook | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.metrics = metrics
+        self.settings = settings
+        self.mapper = mapper
+        self.spans = spans
+        self.clock = clock
+        self.rng = rng
+        self.stop = stop or threading.Event()
+        self._cycle_lock = threading.Lock()
+        self._malformed_seen: set[str] = set()
+        self._overflow_logged_at = 0.0
+        if settings.timezone is None:
+            from zoneinfo import ZoneInfo
+
+            self._tz: tzinfo = ZoneInfo("Asia/Shanghai")
+        else:
+            self._tz = settings.timezone
+
+    # -- the cycle ----------------------------------------------------------------------------------
+    def run_cycle(self, *, force: bool = False, limit: int = 1_000_000) -> CycleReport:
+        """Poll every due alarm (every followed alarm with ``force``)."""
+        with self._cycle_lock:
+            started = self.clock()
+            due = self.store.claim_due(float("inf") if force else started, limit)
+            report = CycleReport()
+            if due:
+                self._poll_all(due, report)
+            self.metrics.poll_cycle(ok=report.ok, alarms_polled=report.polled, seconds=self.clock() - started)
+            if report.auth_error is None and report.polled:
+                self.metrics.auth_failure(None)
+            return report
+
+    def _poll_all(self, due: list[AlarmState], report: CycleReport) -> None:
+        auth_failed = threading.Event()
+        lock = threading.Lock()
+
+        def work(alarm: AlarmState) -> None:
+            if self.stop.is_set() or auth_failed.is_set():
+                return
+            try:
+                outcome = self.poll_alarm(alarm)
+            except BkAuthError as exc:
+                auth_failed.set()
+                with lock:
+                    report.auth_error = str(exc)
+                return
+            with lock:
+                report.polled += 1
+                report.new_records += outcome.new_records
+                report.malformed += outcome.malformed
+                report.retired += outcome.retired
+                report.overflow += outcome.overflow
+                if outcome.error:
+                    report.failed += 1
+                    report.errors.append(outcome.error)
+
+        workers = max(1, min(self.settings.max_concurrency, len(due)))
+        if workers == 1:
+            for alarm in due:
+                work(alarm)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+                list(pool.map(work, due))
+        if report.auth_error:
+            log.error(
+                "BlueKing refused our credentials; polling paused until the next cycle: %s", report.auth_error
+            )
+            self.metrics.auth_failure(report.auth_error)
+
+    # -- one alarm ----------------------------------------------------------------------------------
+    def poll_alarm(self, alarm: AlarmState) -> _AlarmOutcome:
+        now = self.clock()
+        try:
+            data = self.source.get_event_log(alarm.alarm_id)
+        except BkNotFoundError as exc:
+            log.warning(
+                "alarm %s: BlueKing does not know it (code %s: unknown id, or past retention); retiring it",
+                alarm.alarm_id,
+                exc.code,
+            )
+            self.store.commit_poll(PollCommit(alarm.alarm_id, now, phase="expired", last_error=str(exc)))
+            return _AlarmOutcome(retired=1)
+        except BkAuthError:
+            raise
+        except BkApiError as exc:
+            log.warning("alarm %s: get_event_log failed: %s", alarm.alarm_id, exc)
+            self.store.commit_poll(
+                PollCommit(
+                    alarm.alarm_id,
+                    now,
+                    last_error=str(exc),
+                    next_poll=next_poll_time(now, self.settings.interval, self.settings.jitter, self.rng),
+                )
+            )
+            return _AlarmOutcome(error=f"{alarm.alarm_id}: {exc}")
+        return self._commit(alarm, data, now)
+
+    def _commit(self, alarm: AlarmState, data: list[Any], now: float) -> _AlarmOutcome:
+        parsed = parse_event_log(alarm.alarm_id, data, tz=self._tz, observed_ns=time.time_ns())
+        malformed = self._report_malformed(alarm.alarm_id, data, parsed.malformed)
+        self.metrics.records_fetched(len(parsed.records))
+        seen = self.store.seen_uids(alarm.alarm_id)
+        # Oldest first, so the outbox (and the backend) receive them in time order.
+        new = sorted((r for r in parsed.records if r.uid not in seen), key=lambda r: r.create_time_ns)
+        ctx = alarm.context
+        with_trace = "spans" in self.settings.signals
+        commit = PollCommit(alarm.alarm_id, now, seen=[r.uid for r in new], full_read=True)
+        if "logs" in self.settings.signals:
+            commit.queued = [
+                QueuedRecord("logs", r.uid, self.mapper(r, ctx, with_trace).to_json()) for r in new
+            ]
+        else:
+            commit.queued = []
+        ended = terminal_time(parsed.records, now)
+        phase = alarm.phase
+        terminal_at = alarm.terminal_at
+        if ended is not None and phase == "active":
+            phase, terminal_at = "closing", ended
+        retiring = (
+            phase == "closing" and terminal_at is not None and now >= terminal_at + self.settings.retire_after
+        )
+        if self.spans is not None:
+            self.spans.on_poll(alarm, ctx, new, commit, retiring)
+        next_poll = next_poll_time(now, self.settings.interval, self.settings.jitter, self.rng)
+        if phase == "closing" and terminal_at is not None and not retiring:
+            next_poll = min(next_poll, terminal_at + self.settings.retire_after)
+        commit.phase = "retired" if retiring else phase
+        commit.terminal_at = terminal_at
+        commit.next_poll = next_poll
+        result = self.store.commit_poll(commit)
+        if result.overflow:
+            self._report_overflow(alarm.alarm_id, len(new))
+            self.store.commit_poll(PollCommit(alarm.alarm_id, now, next_poll=next_poll))
+            return _AlarmOutcome(overflow=len(new), malformed=malformed)
+        self.metrics.records_enqueued(result.inserted)
+        if retiring:
+            log.info(
+                "alarm %s retired: over since %s, no more reads",
+                alarm.alarm_id,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(terminal_at or now)),
+            )
+        return _AlarmOutcome(new_records=len(new), malformed=malformed, retired=int(retiring))
+
+    def _report_malformed(self, alarm_id: str, data: list[Any], malformed: Sequence[Any]) -> int:
+        fresh = 0
+        for bad in malformed:
+            raw = json.dumps(data[bad.index], sort_keys=True, default=str, ensure_ascii=False)
+            key = hashlib.sha256(f"{alarm_id}\0{raw}".encode()).hexdigest()
+            if key in self._malformed_seen:
+                continue
+            self._malformed_seen.add(key)
+            fresh += 1
+            log.warning(
+                "alarm %s: skipping malformed event-log item #%d: %s", alarm_id, bad.index, bad.reason
+            )
+        if fresh:
+            self.metrics.records_skipped(fresh, "malformed")
+        return fresh
+
+    def _report_overflow(self, alarm_id: str, n: int) -> None:
+        self.metrics.records_skipped(n, "overflow")
+        now = self.clock()
+        if now - self._overflow_logged_at >= 60.0:
+            self._overflow_logged_at = now
+            log.error(
+                "outbox full (state.max_queued_records=%d): %d new records of alarm %s left in BlueKing "
+                "to be read again once the backend drains the queue",
+                self.store.max_queued,
+                n,
+                alarm_id,
+            )
+
+
+@dataclass
+class _AlarmOutcome:
+    new_records: int = 0
+    malformed: int = 0
+    retired: int = 0
+    overflow: int = 0
+    error: str | None = None

@@ -1,0 +1,288 @@
+"""The daemon: APScheduler 3.x BlockingScheduler jobs around the App.
+
+Jobs (all ``max_instances=1``, ``coalesce=True``, generous ``misfire_grace_time``):
+
+``poll``         every tick (a fraction of ``poll.interval``): poll the alarms whose own
+                 ``next_poll`` (interval ± jitter, kept in the state store) has come; first run at once.
+                 Sends what it found right away.
+``discover``     (when ``alarms.recent.enabled``) search_alert every ``alarms.recent.interval``.
+``send``         every second: drain the outbox (the sender keeps its own backoff during outages).
+``maintenance``  every minute: forget long-retired alarms, refresh gauges.
+``control``      every second: apply a requested reload, ping the systemd watchdog.
+
+Signals: SIGTERM/SIGINT only set a flag and call ``shutdown(wait=False)``; SIGHUP only sets a
+flag. Everything else happens on the main thread after the scheduler loop returns: in-flight
+jobs finish (bounded by ``shutdown_timeout``), the outbox gets a last drain, the store is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from exporter import sdnotify
+from exporter.app import App
+from exporter.config import Config, load_config
+from exporter.errors import ConfigError
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger(__name__)
+
+
+def poll_tick(interval: float) -> float:
+    """How often the poll job looks for due alarms: often enough that jitter stays meaningful."""
+    return min(5.0, max(0.5, interval / 10.0))
+
+
+class Daemon:
+    """``bk-otel-exporter run``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | Path | None = None,
+        app_factory: Callable[[Config], App] = App,
+        on_reload: Callable[[Config], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.app = app_factory(config)
+        self.on_reload = on_reload
+        self.scheduler = BlockingScheduler(
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600}
+        )
+        self.scheduler.add_listener(self._job_failed, EVENT_JOB_ERROR)
+        self._stop_requested = threading.Event()
+        self._reload_requested = threading.Event()
+        self._busy = 0
+        self._busy_cond = threading.Condition()
+        self._server: Any = None
+        self._watchdog_every = sdnotify.watchdog_interval()
+        self._last_watchdog = 0.0
+
+    # -- job plumbing -------------------------------------------------------------------------------
+    def _guard(self, name: str, fn: Callable[[], object]) -> Callable[[], None]:
+        """Wrap a job: count it in flight, contain every exception (logged with the traceback)."""
+
+        def run() -> None:
+            if self._stop_requested.is_set():
+                return
+            with self._busy_cond:
+                self._busy += 1
+            try:
+                fn()
+            except Exception:
+                log.exception("job %s failed; it will run again at its next time", name)
+            finally:
+                with self._busy_cond:
+                    self._busy -= 1
+                    self._busy_cond.notify_all()
+
+        return run
+
+    @staticmethod
+    def _job_failed(event: JobExecutionEvent) -> None:  # pragma: no cover - _guard catches first
+        log.error("job %s raised %r", event.job_id, event.exception)
+
+    def _schedule(self) -> None:
+        cfg = self.config
+        now_trigger: dict[str, Any] = {"next_run_time": None}
+        from datetime import datetime, timezone
+
+        now_trigger["next_run_time"] = datetime.now(timezone.utc)
+        self.scheduler.add_job(
+            self._guard("poll", self._poll_job),
+            IntervalTrigger(seconds=poll_tick(cfg.poll.interval)),
+            id="poll",
+            replace_existing=True,
+            **now_trigger,
+        )
+        self.scheduler.add_job(
+            self._guard("send", self._send_job),
+            IntervalTrigger(seconds=1.0),
+            id="send",
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            self._guard("maintenance", self._maintenance_job),
+            IntervalTrigger(seconds=60.0),
+            id="maintenance",
+            replace_existing=True,
+            **now_trigger,
+        )
+        self.scheduler.add_job(
+            self._control_job, IntervalTrigger(seconds=1.0), id="control", replace_existing=True
+        )
+        discover = getattr(self.app, "discover", None)
+        if cfg.alarms.recent.enabled and discover is not None:
+            self.scheduler.add_job(
+                self._guard("discover", discover),
+                IntervalTrigger(seconds=cfg.alarms.recent.interval, jitter=cfg.alarms.recent.interval * 0.05),
+                id="discover",
+                replace_existing=True,
+                **now_trigger,
+            )
+        elif self.scheduler.get_job("discover"):
+            self.scheduler.remove_job("discover")
+
+    def _poll_job(self) -> None:
+        report = self.app.poll()
+        if report.new_records:
+            self.app.send()
+        if report.polled or report.auth_error:
+            log.info(
+                "poll cycle: %d alarms read, %d new records, %d malformed, %d retired, %d failed%s; %d queued",
+                report.polled,
+                report.new_records,
+                report.malformed,
+                report.retired,
+                report.failed,
+                f", overflow {report.overflow}" if report.overflow else "",
+                self.app.store.outbox_stats().depth,
+            )
+
+    def _send_job(self) -> None:
+        self.app.send()
+
+    def _maintenance_job(self) -> None:
+        retention = self.config.poll.retired_retention
+        if retention > 0:
+            pruned = self.app.store.prune(time.time(), time.time() - retention)
+            if pruned:
+                log.info("forgot %d alarms retired more than %.0f days ago", pruned, retention / 86400)
+        self.app.metrics.set_alarms_followed(len(self.app.store.list_alarms()))
+
+    def _control_job(self) -> None:
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            self._reload()
+        if self._watchdog_every and time.monotonic() - self._last_watchdog >= self._watchdog_every:
+            self._last_watchdog = time.monotonic()
+            sdnotify.watchdog()
+
+    # -- reload -------------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        sdnotify.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error(
+                "reload refused, the running configuration stays in force:\n  %s", "\n  ".join(exc.problems)
+            )
+            sdnotify.ready("reload refused: invalid configuration")
+            return
+        if (new.state.path, new.state.url) != (self.config.state.path, self.config.state.url):
+            log.warning("state.* changed: takes effect after a restart, not on reload")
+        if new.server.listen != self.config.server.listen:
+            log.warning("server.listen changed: takes effect after a restart, not on reload")
+        self.app.apply(new)
+        self.config = new
+        if self.on_reload:
+            self.on_reload(new)
+        self._schedule()
+        log.info("configuration reloaded from %s", self.config_path)
+        sdnotify.ready("reloaded")
+
+    # -- signals and lifecycle ----------------------------------------------------------------------
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested.set()
+        self.app.stop.set()
+        try:
+            self.scheduler.shutdown(wait=False)
+        except Exception:  # noqa: S110 - not running yet: run() checks the flag
+            pass
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested.set()
+
+    def request_stop(self) -> None:
+        """Stop from another thread (tests, the demo)."""
+        self._on_stop(signal.SIGTERM, None)
+
+    def run(self) -> int:
+        previous = (
+            {
+                sig: signal.signal(sig, handler)
+                for sig, handler in (
+                    (signal.SIGTERM, self._on_stop),
+                    (signal.SIGINT, self._on_stop),
+                    (signal.SIGHUP, self._on_hup),
+                )
+            }
+            if threading.current_thread() is threading.main_thread()
+            else {}
+        )
+        try:
+            self._start_server()
+            self.app.sync_configured_alarms()
+            self._schedule()
+            self.app.metrics.set_scheduler_running(True)
+            sdnotify.ready("polling")
+            log.info(
+                "bk-otel-exporter running: %d configured alarms, discovery %s, poll every %.0fs, exporting %s to %s",
+                len(self.config.alarms.ids),
+                "on" if self.config.alarms.recent.enabled else "off",
+                self.config.poll.interval,
+                "+".join(self.config.export.signals),
+                self.app.sink.name,
+            )
+            if not self._stop_requested.is_set():
+                self.scheduler.start()  # blocks until shutdown(wait=False)
+        finally:
+            self.app.metrics.set_scheduler_running(False)
+            sdnotify.stopping()
+            self._graceful_stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _graceful_stop(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        self.app.stop.set()
+        if self.scheduler.state != STATE_STOPPED:
+            try:
+                self.scheduler.shutdown(wait=False)
+            except Exception:  # noqa: S110
+                pass
+        with self._busy_cond:
+            while self._busy and time.monotonic() < deadline - 1.0:
+                self._busy_cond.wait(0.1)
+        if self._busy:
+            log.warning(
+                "shutdown: %d jobs still running after shutdown_timeout; their work will be redone",
+                self._busy,
+            )
+        remaining = deadline - time.monotonic()
+        if remaining > 0.5:
+            report = self.app.send(force=True, deadline=time.time() + remaining - 0.25)
+            depth = self.app.store.outbox_stats().depth
+            log.info(
+                "shutdown: flushed %d records; %d stay queued for the next start", report.exported, depth
+            )
+        if self._server is not None:
+            self._server.close()
+        self.app.close()
+
+    def _start_server(self) -> None:
+        address = self.config.server.listen_address
+        if address is None:
+            return
+        from exporter.server import HealthServer
+
+        self._server = HealthServer(address[0], address[1], self.app.metrics).start()
+        log.info(
+            "health and metrics on http://%s:%d/ (healthz, readyz, metrics)", address[0], self._server.port
+        )

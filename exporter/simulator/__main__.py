@@ -1,0 +1,7 @@
+"""``python -m exporter.simulator [--port 8080] [--demo]``: serve the simulator until Ctrl-C."""
+
+import sys
+
+from exporter.simulator.demo import main
+
+sys.exit(main())

@@ -1,0 +1,286 @@
+"""The OTLP sink: the only module that imports the OpenTelemetry SDK's exporters.
+
+It turns LogEvents and SpanRecords into the SDK's ``ReadableLogRecord``/``ReadableSpan`` and calls
+the OTLP exporter's ``export()`` directly. The SDK's batch processors are deliberately not used:
+they drop the export result, and the outbox must know it (a row leaves the outbox only on SUCCESS).
+
+Telling a permanent rejection from an outage: the SDK exporters answer only SUCCESS/FAILURE. For
+HTTP the status code is read from a response hook on our own ``requests.Session``; for gRPC from
+the status code the exporter reports on its logger when it gives up (captured by a filter while
+our own export call runs on this thread, which also keeps that per-batch line out of the log: the
+sender reports outages itself, rate-limited). Permanent means the data itself was refused (HTTP
+400/413, gRPC INVALID_ARGUMENT); authentication, 404 and 5xx keep the records queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import requests
+from opentelemetry import trace as trace_api
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from exporter import __version__
+from exporter.model import LogEvent, SpanRecord
+from exporter.sinks.base import Batch, ExportOutcome, ExportResult
+
+__all__ = ["OtlpSettings", "OtlpSink", "default_resource_attributes"]
+
+log = logging.getLogger(__name__)
+
+_GRPC_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
+_HTTP_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+)
+_PERMANENT_HTTP = frozenset({400, 413})
+_PERMANENT_GRPC = frozenset({"INVALID_ARGUMENT"})
+_SCOPE = InstrumentationScope("bk-otel-exporter", __version__)
+
+
+@dataclass(frozen=True)
+class OtlpSettings:
+    endpoint: str
+    protocol: str = "grpc"  # "grpc" | "http/protobuf"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    compression: str = "gzip"
+    timeout: float = 10.0
+    insecure: bool | None = None
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    resource: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # headers may carry credentials
+        return f"OtlpSettings(endpoint={self.endpoint!r}, protocol={self.protocol!r})"
+
+
+def default_resource_attributes(service_name: str, instance_id: str) -> dict[str, str]:
+    return {
+        "service.name": service_name,
+        "service.version": __version__,
+        "service.instance.id": instance_id,
+        "host.name": socket.gethostname(),
+    }
+
+
+class _LastError(threading.local):
+    http_status: int | None = None
+    grpc_code: str | None = None
+    capturing: bool = False
+
+
+_last = _LastError()
+
+
+class _GrpcFailureFilter(logging.Filter):
+    """Captures the gRPC status the exporter reports, on the exporting thread only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _last.capturing:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            name = getattr(arg, "name", None)
+            if isinstance(arg, grpc.StatusCode) and name:
+                _last.grpc_code = name
+        return record.levelno < logging.WARNING  # ours to report; keep debug lines
+
+
+class _HttpFailureFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _last.capturing or record.levelno < logging.WARNING
+
+
+def _install_filters() -> None:
+    grpc_logger = logging.getLogger(_GRPC_LOGGER)
+    if not any(isinstance(f, _GrpcFailureFilter) for f in grpc_logger.filters):
+        grpc_logger.addFilter(_GrpcFailureFilter())
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HttpFailureFilter) for f in logger.filters):
+            logger.addFilter(_HttpFailureFilter())
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _signal_url(endpoint: str, signal: str) -> str:
+    parts = urlsplit(endpoint)
+    path = parts.path.rstrip("/")
+    for suffix in ("/v1/logs", "/v1/traces"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    path += "/v1/logs" if signal == "logs" else "/v1/traces"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _context(trace_id: int | None, span_id: int | None) -> Any:
+    if not trace_id or not span_id:
+        return None
+    span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace_api.set_span_in_context(NonRecordingSpan(span_context))
+
+
+class OtlpSink:
+    """Exports logs and spans over OTLP (gRPC or HTTP/protobuf)."""
+
+    def __init__(self, settings: OtlpSettings) -> None:
+        self.settings = settings
+        self.name = f"otlp-{'grpc' if settings.protocol == 'grpc' else 'http'}"
+        self._resource = Resource(dict(settings.resource))
+        self._session: requests.Session | None = None
+        _install_filters()
+        self._logs, self._spans = self._build()
+
+    def _build(self) -> tuple[Any, Any]:
+        s = self.settings
+        headers = dict(s.headers)
+        if s.protocol == "grpc":
+            insecure = s.insecure if s.insecure is not None else urlsplit(s.endpoint).scheme != "https"
+            credentials = None
+            if not insecure:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=_read(s.ca_file),
+                    private_key=_read(s.client_key_file),
+                    certificate_chain=_read(s.client_cert_file),
+                )
+            compression = grpc.Compression.Gzip if s.compression == "gzip" else grpc.Compression.NoCompression
+            common: dict[str, Any] = dict(
+                endpoint=s.endpoint,
+                insecure=insecure,
+                credentials=credentials,
+                headers=headers,
+                timeout=s.timeout,
+                compression=compression,
+            )
+            return GrpcLogExporter(**common), GrpcSpanExporter(**common)
+        self._session = requests.Session()
+        self._session.hooks["response"].append(self._on_response)
+        compression_http = HttpCompression.Gzip if s.compression == "gzip" else HttpCompression.NoCompression
+        client_cert = s.client_cert_file if s.client_cert_file and s.client_key_file else None
+        http_common: dict[str, Any] = dict(
+            headers=headers,
+            timeout=s.timeout,
+            compression=compression_http,
+            session=self._session,
+            certificate_file=s.ca_file,
+            client_certificate_file=client_cert,
+            client_key_file=s.client_key_file if client_cert else None,
+        )
+        return (
+            HttpLogExporter(endpoint=_signal_url(s.endpoint, "logs"), **http_common),
+            HttpSpanExporter(endpoint=_signal_url(s.endpoint, "spans"), **http_common),
+        )
+
+    @staticmethod
+    def _on_response(response: requests.Response, *args: object, **kwargs: object) -> None:
+        _last.http_status = response.status_code
+
+    # -- conversion ---------------------------------------------------------------------------------
+    def _log_record(self, event: LogEvent) -> ReadableLogRecord:
+        record = LogRecord(
+            timestamp=event.timestamp_ns,
+            observed_timestamp=event.observed_ns,
+            context=_context(event.trace_id, event.span_id),
+            severity_text=event.severity_text,
+            severity_number=SeverityNumber(event.severity_number),
+            body=event.body,
+            attributes=dict(event.attributes),
+            event_name=event.event_name,
+        )
+        return ReadableLogRecord(log_record=record, resource=self._resource, instrumentation_scope=_SCOPE)
+
+    def _span(self, span: SpanRecord) -> ReadableSpan:
+        flags = TraceFlags(TraceFlags.SAMPLED)
+        parent = (
+            SpanContext(span.trace_id, span.parent_span_id, is_remote=False, trace_flags=flags)
+            if span.parent_span_id
+            else None
+        )
+        status = {
+            "OK": Status(StatusCode.OK),
+            "ERROR": Status(StatusCode.ERROR, span.status_message or None),
+        }.get(span.status_code, Status(StatusCode.UNSET))
+        return ReadableSpan(
+            name=span.name,
+            context=SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=flags),
+            parent=parent,
+            resource=self._resource,
+            attributes=dict(span.attributes),
+            events=[Event(e.name, dict(e.attributes), e.timestamp_ns) for e in span.events],
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=span.start_ns,
+            end_time=span.end_ns,
+            instrumentation_scope=_SCOPE,
+        )
+
+    # -- the Sink contract --------------------------------------------------------------------------
+    def export(self, signal: str, batch: Batch) -> ExportResult:
+        if not batch:
+            return ExportResult(ExportOutcome.SUCCESS)
+        _last.http_status = None
+        _last.grpc_code = None
+        _last.capturing = True
+        try:
+            if signal == "logs":
+                logs = [self._log_record(e) for e in batch if isinstance(e, LogEvent)]
+                ok = self._logs.export(logs) is LogRecordExportResult.SUCCESS
+            else:
+                spans = [self._span(s) for s in batch if isinstance(s, SpanRecord)]
+                ok = self._spans.export(spans) is SpanExportResult.SUCCESS
+        except Exception as exc:  # the SDK should not raise; if it does, keep the records queued
+            log.debug("OTLP %s export raised", signal, exc_info=True)
+            return ExportResult(ExportOutcome.RETRY, f"{type(exc).__name__}: {exc}")
+        finally:
+            _last.capturing = False
+        if ok:
+            return ExportResult(ExportOutcome.SUCCESS)
+        return self._classify()
+
+    def _classify(self) -> ExportResult:
+        if _last.http_status is not None:
+            detail = f"HTTP {_last.http_status} from {self.settings.endpoint}"
+            if _last.http_status in _PERMANENT_HTTP:
+                return ExportResult(ExportOutcome.REJECTED, detail)
+            return ExportResult(ExportOutcome.RETRY, detail)
+        if _last.grpc_code is not None:
+            detail = f"gRPC {_last.grpc_code} from {self.settings.endpoint}"
+            if _last.grpc_code in _PERMANENT_GRPC:
+                return ExportResult(ExportOutcome.REJECTED, detail)
+            return ExportResult(ExportOutcome.RETRY, detail)
+        return ExportResult(ExportOutcome.RETRY, f"no answer from {self.settings.endpoint}")
+
+    def shutdown(self) -> None:
+        for exporter in (self._logs, self._spans):
+            try:
+                exporter.shutdown()
+            except Exception:  # pragma: no cover - best effort on the way out
+                log.debug("OTLP exporter shutdown failed", exc_info=True)
+        if self._session is not None:
+            self._session.close()

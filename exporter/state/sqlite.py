@@ -1,0 +1,449 @@
+"""The embedded state store: one SQLite file in WAL mode, one connection guarded by a lock.
+
+Durability: WAL with ``synchronous=NORMAL`` survives a killed process (SIGKILL) without losing a
+committed transaction; a power cut may lose the last transactions, which then are re-read from
+BlueKing and are not lost either (they were never acknowledged to anyone). Set
+``BK_OTEL_EXPORTER_SQLITE_SYNC=FULL`` to fsync every commit.
+
+The file is checked on open: a file that is not SQLite, or a SQLite file of something else, is a
+:class:`~exporter.errors.StateCorruptError` naming the file (never silently reset); a schema newer
+than this build knows is a :class:`~exporter.errors.StateSchemaError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from exporter.errors import StateCorruptError, StateError, StateSchemaError
+from exporter.model import AlarmContext, LogEvent, OutboxItem, SpanRecord
+from exporter.state.base import (
+    AlarmState,
+    CommitResult,
+    OutboxStats,
+    PollCommit,
+    StoredSpanEvent,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteStateStore"]
+
+log = logging.getLogger(__name__)
+
+APP_ID = "bk-otel-exporter"
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE alarms (
+        alarm_id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        context TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        next_poll REAL NOT NULL,
+        last_poll REAL,
+        last_full_read REAL,
+        terminal_at REAL,
+        retired_at REAL,
+        change_token TEXT,
+        records INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX alarms_due ON alarms (phase, next_poll);
+    CREATE TABLE seen (
+        alarm_id TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        PRIMARY KEY (alarm_id, uid)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        alarm_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        enqueued_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        parked_at REAL,
+        park_reason TEXT
+    );
+    CREATE UNIQUE INDEX outbox_uid ON outbox (kind, uid);
+    CREATE INDEX outbox_ready ON outbox (kind, parked_at, seq);
+    CREATE TABLE span_events (
+        alarm_id TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        time_ns INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        sliced INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (alarm_id, uid)
+    ) WITHOUT ROWID;
+    """,
+}
+
+_ALARM_COLUMNS = (
+    "alarm_id, source, phase, context, first_seen, next_poll, last_poll, last_full_read, "
+    "terminal_at, retired_at, change_token, records, last_error"
+)
+
+
+def _alarm_from_row(row: sqlite3.Row) -> AlarmState:
+    return AlarmState(
+        alarm_id=row["alarm_id"],
+        source=row["source"],
+        phase=row["phase"],
+        context=AlarmContext.from_json(row["context"]),
+        first_seen=row["first_seen"],
+        next_poll=row["next_poll"],
+        last_poll=row["last_poll"],
+        last_full_read=row["last_full_read"],
+        terminal_at=row["terminal_at"],
+        retired_at=row["retired_at"],
+        change_token=row["change_token"],
+        records=row["records"],
+        last_error=row["last_error"],
+    )
+
+
+def _payload(kind: str, text: str) -> LogEvent | SpanRecord:
+    return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SqliteStateStore:
+    """:class:`exporter.state.base.StateStore` on one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, max_queued: int = 1_000_000) -> None:
+        self.path = Path(path)
+        self.path_or_url = str(self.path)
+        self.max_queued = max_queued
+        self._lock = threading.RLock()
+        if self.path.parent and not self.path.parent.exists():
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"state store {self.path}: cannot create directory: {exc}") from exc
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: cannot open: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StateCorruptError(
+                f"state store {self.path} is not a usable SQLite database ({exc}); "
+                "move it aside to start afresh, or point state.path elsewhere"
+            ) from exc
+        except StateError:
+            self._db.close()
+            raise
+        self._depth = self._count_queued()
+
+    # -- opening and migrating --------------------------------------------------------------------
+    def _open(self) -> None:
+        db = self._db
+        db.execute("PRAGMA busy_timeout = 30000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("state store %s: WAL journal not available (got %s)", self.path, mode)
+        sync = os.environ.get("BK_OTEL_EXPORTER_SQLITE_SYNC", "NORMAL").upper()
+        db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'FULL' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys = ON")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            self._migrate(0)
+            return
+        if "meta" not in tables:
+            raise StateCorruptError(
+                f"state store {self.path} is a SQLite database of something else "
+                f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
+            )
+        rows = dict(
+            db.execute("SELECT key, value FROM meta WHERE key IN ('app', 'schema_version')").fetchall()
+        )
+        if rows.get("app") != APP_ID:
+            raise StateCorruptError(
+                f"state store {self.path} was not written by {APP_ID}; refusing to touch it"
+            )
+        try:
+            version = int(rows.get("schema_version", "0"))
+        except ValueError as exc:
+            raise StateCorruptError(f"state store {self.path}: unreadable schema version") from exc
+        if version > SCHEMA_VERSION:
+            raise StateSchemaError(
+                f"state store {self.path} has schema version {version}, newer than this exporter "
+                f"understands ({SCHEMA_VERSION}); upgrade the exporter or use another state.path"
+            )
+        self._migrate(version)
+
+    def _migrate(self, current: int) -> None:
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self._tx() as db:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                if version == 1:
+                    db.execute("INSERT INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
+                    db.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (uuid.uuid4().hex,))
+                    db.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (str(time.time()),))
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(version),),
+                )
+            log.info("state store %s: schema migrated to version %d", self.path, version)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _count_queued(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM outbox WHERE parked_at IS NULL")[0][0])
+
+    # -- alarms -------------------------------------------------------------------------------------
+    def upsert_alarm(
+        self, ctx: AlarmContext, *, source: str, now: float, due: bool, change_token: str | None = None
+    ) -> AlarmState:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO alarms (alarm_id, source, phase, context, first_seen, next_poll, change_token) "
+                    "VALUES (?, ?, 'active', ?, ?, ?, ?)",
+                    (ctx.alarm_id, source, ctx.to_json(), now, now, change_token),
+                )
+            else:
+                current = _alarm_from_row(row)
+                phase = current.phase
+                if due and phase == "retired":
+                    phase = "active"  # reopened: followed again
+                next_poll = min(current.next_poll, now) if due else current.next_poll
+                # A configured alarm stays "config" even when discovery also reports it.
+                new_source = "config" if "config" in (current.source, source) else source
+                db.execute(
+                    "UPDATE alarms SET context = ?, phase = ?, next_poll = ?, source = ?, "
+                    "change_token = COALESCE(?, change_token), "
+                    "terminal_at = CASE WHEN ? = 'active' AND phase = 'retired' THEN NULL ELSE terminal_at END, "
+                    "retired_at = CASE WHEN ? = 'active' THEN NULL ELSE retired_at END "
+                    "WHERE alarm_id = ?",
+                    (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id),
+                )
+            out = db.execute(
+                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)
+            ).fetchone()
+        return _alarm_from_row(out)
+
+    def get_alarm(self, alarm_id: str) -> AlarmState | None:
+        rows = self._query(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (alarm_id,))
+        return _alarm_from_row(rows[0]) if rows else None
+
+    def list_alarms(self, phases: Sequence[str] = ("active", "closing")) -> list[AlarmState]:
+        rows = self._query(
+            f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE phase IN ({_marks(len(phases))}) ORDER BY first_seen",
+            list(phases),
+        )
+        return [_alarm_from_row(r) for r in rows]
+
+    def claim_due(self, now: float, limit: int) -> list[AlarmState]:
+        rows = self._query(
+            f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE phase IN ('active', 'closing') AND next_poll <= ? "
+            "ORDER BY next_poll LIMIT ?",
+            (now, limit),
+        )
+        return [_alarm_from_row(r) for r in rows]
+
+    def seen_uids(self, alarm_id: str) -> set[str]:
+        return {r[0] for r in self._query("SELECT uid FROM seen WHERE alarm_id = ?", (alarm_id,))}
+
+    def commit_poll(self, commit: PollCommit) -> CommitResult:
+        inserted = 0
+        with self._tx() as db:
+            queued = {q.uid: q for q in commit.queued}
+            fresh = []
+            for uid in commit.seen:
+                if (
+                    uid in queued
+                    and db.execute(
+                        "SELECT 1 FROM seen WHERE alarm_id = ? AND uid = ?", (commit.alarm_id, uid)
+                    ).fetchone()
+                    is None
+                ):
+                    fresh.append(queued[uid])
+            wanted = len(fresh) + len(commit.extra_queued)
+            if wanted and self._depth + wanted > self.max_queued:
+                return CommitResult(inserted=0, overflow=True)
+            db.executemany(
+                "INSERT OR IGNORE INTO seen (alarm_id, uid) VALUES (?, ?)",
+                [(commit.alarm_id, uid) for uid in commit.seen],
+            )
+            for row in [*fresh, *commit.extra_queued]:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, enqueued_at) VALUES (?, ?, ?, ?, ?)",
+                    (row.kind, row.uid, commit.alarm_id, row.payload, commit.now),
+                )
+                inserted += cur.rowcount
+            db.executemany(
+                "INSERT OR IGNORE INTO span_events (alarm_id, uid, time_ns, payload) VALUES (?, ?, ?, ?)",
+                [(commit.alarm_id, e.uid, e.time_ns, e.payload) for e in commit.span_events],
+            )
+            if commit.sliced:
+                db.executemany(
+                    "UPDATE span_events SET sliced = 1 WHERE alarm_id = ? AND uid = ?",
+                    [(commit.alarm_id, uid) for uid in commit.sliced],
+                )
+            self._update_alarm(db, commit, len(fresh))
+        self._depth += inserted
+        return CommitResult(inserted=inserted)
+
+    @staticmethod
+    def _update_alarm(db: sqlite3.Connection, c: PollCommit, new_records: int) -> None:
+        sets = ["last_poll = ?", "records = records + ?"]
+        params: list[object] = [c.now, new_records]
+        for column, value in (
+            ("context", c.context.to_json() if c.context else None),
+            ("phase", c.phase),
+            ("next_poll", c.next_poll),
+            ("terminal_at", c.terminal_at),
+            ("change_token", c.change_token),
+        ):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        if c.full_read:
+            sets.append("last_full_read = ?")
+            params.append(c.now)
+        if c.phase in ("retired", "expired"):
+            sets.append("retired_at = ?")
+            params.append(c.now)
+        if c.last_error is not None:
+            sets.append("last_error = ?")
+            params.append(c.last_error)
+        elif c.clear_error:
+            sets.append("last_error = NULL")
+        params.append(c.alarm_id)
+        db.execute(f"UPDATE alarms SET {', '.join(sets)} WHERE alarm_id = ?", params)
+
+    def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
+        rows = self._query(
+            "SELECT uid, time_ns, payload, sliced FROM span_events WHERE alarm_id = ? ORDER BY time_ns, uid",
+            (alarm_id,),
+        )
+        return [StoredSpanEvent(r["uid"], r["time_ns"], r["payload"], bool(r["sliced"])) for r in rows]
+
+    def prune(self, now: float, retired_before: float) -> int:
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT alarm_id FROM alarms WHERE phase IN ('retired', 'expired') AND retired_at < ?",
+                    (retired_before,),
+                )
+            ]
+            for alarm_id in ids:
+                db.execute("DELETE FROM seen WHERE alarm_id = ?", (alarm_id,))
+                db.execute("DELETE FROM span_events WHERE alarm_id = ?", (alarm_id,))
+                db.execute("DELETE FROM alarms WHERE alarm_id = ?", (alarm_id,))
+        return len(ids)
+
+    # -- outbox -------------------------------------------------------------------------------------
+    def claim_outbox(self, kind: str, limit: int) -> list[OutboxItem]:
+        rows = self._query(
+            "SELECT seq, kind, payload, enqueued_at, attempts FROM outbox "
+            "WHERE kind = ? AND parked_at IS NULL ORDER BY seq LIMIT ?",
+            (kind, limit),
+        )
+        return [
+            OutboxItem(
+                r["seq"], r["kind"], _payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"]
+            )
+            for r in rows
+        ]
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self._tx() as db:
+            cur = db.execute(f"DELETE FROM outbox WHERE seq IN ({_marks(len(seqs))})", list(seqs))
+            self._depth -= cur.rowcount
+
+    def release(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            with self._tx() as db:
+                db.execute(
+                    f"UPDATE outbox SET attempts = attempts + 1 WHERE seq IN ({_marks(len(seqs))})",
+                    list(seqs),
+                )
+
+    def park(self, seqs: Sequence[int], reason: str, now: float) -> None:
+        if not seqs:
+            return
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE outbox SET parked_at = ?, park_reason = ?, attempts = attempts + 1 "
+                f"WHERE parked_at IS NULL AND seq IN ({_marks(len(seqs))})",
+                [now, reason, *seqs],
+            )
+            self._depth -= cur.rowcount
+
+    def outbox_stats(self) -> OutboxStats:
+        rows = self._query(
+            "SELECT kind, parked_at IS NOT NULL AS parked, COUNT(*) AS n, MIN(enqueued_at) AS oldest "
+            "FROM outbox GROUP BY kind, parked"
+        )
+        depth = parked = 0
+        oldest: float | None = None
+        by_kind: dict[str, int] = {}
+        for r in rows:
+            if r["parked"]:
+                parked += r["n"]
+                continue
+            depth += r["n"]
+            by_kind[r["kind"]] = r["n"]
+            oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
+        return OutboxStats(depth=depth, parked=parked, oldest_enqueued_at=oldest, by_kind=by_kind)
+
+    # -- meta ---------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:  # pragma: no cover - closing a broken handle
+                log.debug("state store %s: close failed: %s", self.path, exc)

@@ -1,0 +1,98 @@
+"""``bk-otel-exporter status``: what the state store holds, for people and for scripts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from exporter.config import Config
+from exporter.state import open_store
+
+__all__ = ["collect_status", "render_status"]
+
+
+def _when(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    store = open_store(
+        config.state.path,
+        url=config.state.url.get_secret_value() if config.state.url else None,
+        max_queued=config.state.max_queued_records,
+    )
+    try:
+        followed = store.list_alarms()
+        ended = store.list_alarms(("retired", "expired"))
+        stats = store.outbox_stats()
+        return {
+            "store": store.path_or_url if not config.state.url else "postgresql (state.url)",
+            "alarms": {
+                "followed": len(followed),
+                "closing": sum(1 for a in followed if a.phase == "closing"),
+                "retired": sum(1 for a in ended if a.phase == "retired"),
+                "expired": sum(1 for a in ended if a.phase == "expired"),
+                "list": [
+                    {
+                        "id": a.alarm_id,
+                        "phase": a.phase,
+                        "source": a.source,
+                        "name": a.context.name,
+                        "records": a.records,
+                        "last_poll": a.last_poll,
+                        "next_poll_in": round(a.next_poll - now, 1),
+                        "last_error": a.last_error,
+                    }
+                    for a in followed
+                ],
+            },
+            "outbox": {
+                "queued": stats.depth,
+                "parked": stats.parked,
+                "by_signal": stats.by_kind,
+                "oldest_age_seconds": None
+                if stats.oldest_enqueued_at is None
+                else round(now - stats.oldest_enqueued_at, 1),
+            },
+            "last_successful_poll": _when(store.get_meta("last_poll_ok")),
+            "last_successful_export": _when(store.get_meta("last_export_ok")),
+        }
+    finally:
+        store.close()
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return f"{stamp} ({now - ts:.0f}s ago)"
+
+
+def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    alarms, outbox = status["alarms"], status["outbox"]
+    lines = [
+        f"state store:            {status['store']}",
+        f"alarms followed:        {alarms['followed']} ({alarms['closing']} closing), "
+        f"{alarms['retired']} retired, {alarms['expired']} expired",
+        f"records queued:         {outbox['queued']}"
+        + (
+            f" (oldest {outbox['oldest_age_seconds']:.0f}s)"
+            if outbox["oldest_age_seconds"] is not None
+            else ""
+        ),
+        f"records parked:         {outbox['parked']}",
+        f"last successful poll:   {_ago(status['last_successful_poll'], now)}",
+        f"last successful export: {_ago(status['last_successful_export'], now)}",
+    ]
+    if alarms["list"]:
+        lines.append("")
+        lines.append(f"{'alarm':<20} {'phase':<8} {'source':<10} {'records':>7}  last error / name")
+        for a in alarms["list"]:
+            tail = a["last_error"] or a["name"] or ""
+            lines.append(f"{a['id']:<20} {a['phase']:<8} {a['source']:<10} {a['records']:>7}  {tail[:80]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,46 @@
+"""pytest fixtures for the OTLP side: load with ``pytest_plugins = ["tests.support.fixtures"]``.
+
+* ``otlp_receiver``: a started ``OtlpReceiver`` (the backend), stopped after the test.
+* ``rotel_collector``: a ``RotelCollector(rotel, receiver)``: a running rotel forwarding logs
+  and traces over OTLP/gRPC to a fresh receiver. Point the code under test at
+  ``rotel.grpc_endpoint`` or ``rotel.http_endpoint``; assert on ``receiver``.
+
+rotel is a hard test dependency (pinned in the lock file): a missing binary fails the test
+with a RotelError saying how to install it; nothing is skipped.
+
+Load this module only through ``pytest_plugins`` (importing it first makes pytest warn that
+it cannot rewrite its asserts, an error under ``filterwarnings = error``); the fixture's
+type, ``RotelCollector``, lives in ``tests.support.rotel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.rotel import Rotel, RotelCollector
+
+__all__ = ["otlp_receiver", "rotel_collector"]
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def rotel_collector(otlp_receiver: OtlpReceiver) -> Iterator[RotelCollector]:
+    rotel = Rotel(receiver=otlp_receiver).start()
+    try:
+        yield RotelCollector(rotel, otlp_receiver)
+    finally:
+        # Let rotel flush instead of retrying into a receiver a test left failing: a SIGTERM
+        # while its exporter retries costs ~3 s (rotel's own shutdown deadline).
+        otlp_receiver.mode = "ok"
+        rotel.stop()

@@ -1,0 +1,269 @@
+"""Poller and sender over the real SQLite store, a scripted source and the memory sink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.errors import BkAuthError, BkNotFoundError, BkUnavailableError
+from exporter.metrics import Metrics
+from exporter.model import AlarmContext
+from exporter.pipeline.poller import Poller, PollSettings
+from exporter.pipeline.sender import Sender, SenderSettings
+from exporter.sinks.base import ExportOutcome
+from exporter.sinks.memory import MemorySink
+from exporter.state.sqlite import SqliteStateStore
+
+
+class Clock:
+    def __init__(self, t: float = 1_718_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Source:
+    """get_event_log answers scripted per alarm: a list, or an exception to raise."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.calls: list[str] = []
+
+    def get_event_log(self, alarm_id: str) -> list[Any]:
+        self.calls.append(alarm_id)
+        answer = self.data[alarm_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return list(answer)
+
+
+def row(operate: str, when: str, message: str = "m") -> dict[str, Any]:
+    return {
+        "operate": operate,
+        "message": message,
+        "extend_info": {},
+        "status": "SUCCESS",
+        "event_id": 1,
+        "create_time": when,
+    }
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+        self.clock = Clock()
+        self.store = SqliteStateStore(tmp_path / "s.db", max_queued=settings.pop("max_queued", 1000))
+        self.metrics = Metrics(clock=self.clock)
+        self.source = Source()
+        self.sink = MemorySink()
+        self.poller = Poller(
+            self.source,
+            self.store,
+            self.metrics,
+            PollSettings(interval=30, retire_after=600, jitter=0, **settings),
+            clock=self.clock,
+            rng=lambda: 0.5,
+        )
+        self.sender = Sender(
+            self.store,
+            self.sink,
+            self.metrics,
+            SenderSettings(batch_size=4),
+            clock=self.clock,
+            rng=lambda: 1.0,
+        )
+
+    def follow(self, *ids: str) -> None:
+        for alarm_id in ids:
+            self.store.upsert_alarm(
+                AlarmContext(alarm_id, severity=1), source="config", now=self.clock(), due=True
+            )
+
+    def cycle(self) -> Any:
+        report = self.poller.run_cycle()
+        self.sender.drain(force=True)
+        return report
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Callable[..., Rig]:
+    rigs: list[Rig] = []
+
+    def make(**settings: Any) -> Rig:
+        r = Rig(tmp_path / str(len(rigs)), **settings) if rigs else Rig(tmp_path, **settings)
+        rigs.append(r)
+        return r
+
+    (tmp_path / "1").mkdir()
+    yield make
+    for r in rigs:
+        r.store.close()
+
+
+def test_new_records_delivered_once_in_time_order(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    r.source.data["1"] = [row("ACTION", "2024-06-10 14:13:51"), row("CREATE", "2024-06-10 14:13:50")]
+    report = r.cycle()
+    assert report.new_records == 2 and report.ok
+    assert [e.event_name for e in r.sink.logs] == ["CREATE", "ACTION"]
+    assert r.sink.logs[0].severity_text == "FATAL"
+    # the next poll sees one more record: only it is sent
+    r.clock.t += 31
+    r.source.data["1"].insert(0, row("ACK", "2024-06-10 14:20:00"))
+    r.cycle()
+    assert [e.event_name for e in r.sink.logs] == ["CREATE", "ACTION", "ACK"]
+    assert r.store.outbox_stats().depth == 0
+
+
+def test_refolded_converge_rows_do_not_duplicate(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    r.source.data["1"] = [
+        row("CONVERGE", "2024-06-10 14:16:50", "m210"),
+        row("CONVERGE", "2024-06-10 14:15:50", "m150"),
+        row("CREATE", "2024-06-10 14:13:50"),
+    ]
+    r.cycle()
+    r.clock.t += 31
+    r.source.data["1"] = [
+        row("CONVERGE", "2024-06-10 14:18:20", "m300"),
+        row("CONVERGE", "2024-06-10 14:16:50", "m210"),
+        row("CREATE", "2024-06-10 14:13:50"),
+    ]
+    r.cycle()
+    assert sorted(e.body for e in r.sink.logs) == ["m", "m150", "m210", "m300"]
+
+
+def test_not_due_alarms_are_not_read(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    r.source.data["1"] = [row("CREATE", "2024-06-10 14:13:50")]
+    r.cycle()
+    r.clock.t += 10
+    r.cycle()
+    assert r.source.calls == ["1"]
+    r.clock.t += 25
+    r.cycle()
+    assert r.source.calls == ["1", "1"]
+
+
+def test_terminal_record_then_retire_after(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    r.clock.t = 1718000400.0  # 14:20:00 Shanghai
+    r.source.data["1"] = [row("RECOVER", "2024-06-10 14:20:00"), row("CREATE", "2024-06-10 14:13:50")]
+    r.cycle()
+    alarm = r.store.get_alarm("1")
+    assert alarm is not None and alarm.phase == "closing" and alarm.terminal_at == 1718000400.0
+    # late notification arrives during retire_after
+    r.clock.t += 300
+    r.source.data["1"].insert(0, row("ACTION", "2024-06-10 14:24:00", "notified"))
+    r.cycle()
+    r.clock.t += 301
+    r.cycle()
+    assert r.store.get_alarm("1").phase == "retired"  # type: ignore[union-attr]
+    calls = len(r.source.calls)
+    r.clock.t += 3600
+    r.cycle()
+    assert len(r.source.calls) == calls  # retired: no more reads
+    assert [e.event_name for e in r.sink.logs] == ["CREATE", "RECOVER", "ACTION"]
+
+
+def test_unknown_alarm_is_expired_not_retried(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    r.source.data["1"] = BkNotFoundError("gone", code=3324002)
+    r.cycle()
+    assert r.store.get_alarm("1").phase == "expired"  # type: ignore[union-attr]
+    r.clock.t += 3600
+    r.cycle()
+    assert r.source.calls == ["1"]
+
+
+def test_api_failure_keeps_others_going(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1", "2")
+    r.source.data["1"] = BkUnavailableError("down", code=1306201)
+    r.source.data["2"] = [row("CREATE", "2024-06-10 14:13:50")]
+    report = r.cycle()
+    assert report.failed == 1 and report.polled == 2 and not report.ok
+    assert len(r.sink.logs) == 1
+    assert "1306201" in (r.store.get_alarm("1").last_error or "")  # type: ignore[union-attr]
+
+
+def test_auth_failure_stops_the_cycle_and_marks_unready(rig: Callable[..., Rig]) -> None:
+    r = rig(max_concurrency=1)
+    r.follow("1", "2", "3")
+    for i in "123":
+        r.source.data[i] = BkAuthError("refused", code=1306000, request_id="rid")
+    report = r.cycle()
+    assert report.auth_error and "1306000" in report.auth_error
+    assert len(r.source.calls) == 1  # no retry storm across alarms
+    assert r.metrics.ready()[0] is False
+
+
+def test_malformed_items_counted_once_and_skipped(
+    rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    r = rig()
+    r.follow("1")
+    r.source.data["1"] = [row("CREATE", "2024-06-10 14:13:50"), {"operate": "ACK", "create_time": "never"}, 7]
+    assert r.cycle().malformed == 2
+    r.clock.t += 31
+    assert r.cycle().malformed == 0  # logged and counted once
+    assert len(r.sink.logs) == 1
+    assert sum("malformed" in m and "alarm 1" in m for m in caplog.messages) == 2
+
+
+def test_backend_outage_keeps_records_queued(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    r.source.data["1"] = [row("CREATE", "2024-06-10 14:13:50")]
+    r.sink.fail_with = ExportOutcome.RETRY
+    r.cycle()
+    assert r.store.outbox_stats().depth == 1 and r.sink.logs == []
+    assert r.sender.in_outage
+    skipped = r.sender.drain()  # backing off: not even tried
+    assert skipped.skipped
+    r.sink.fail_with = None
+    r.clock.t += 120
+    assert r.sender.drain().exported == 1
+    assert not r.sender.in_outage and r.store.outbox_stats().depth == 0
+
+
+def test_rejected_records_are_isolated_and_parked(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.follow("1")
+    rows = [row("ACTION", f"2024-06-10 14:14:{s:02d}", f"n{s}") for s in range(10)]
+    r.source.data["1"] = rows
+    bad_uid: list[str] = []
+
+    def poison() -> None:
+        batch = r.store.claim_outbox("logs", 100)
+        bad_uid.append(batch[6].payload.uid)
+        r.sink.poison.add(bad_uid[0])
+
+    r.poller.run_cycle()
+    poison()
+    report = r.sender.drain(force=True)
+    assert report.parked == 1 and report.exported == 9
+    assert bad_uid[0] not in {e.uid for e in r.sink.logs}
+    assert r.store.outbox_stats().parked == 1
+
+
+def test_outbox_full_leaves_records_in_bluekings_hands(rig: Callable[..., Rig]) -> None:
+    r = rig(max_queued=3)
+    r.follow("1")
+    r.sink.fail_with = ExportOutcome.RETRY
+    r.source.data["1"] = [row("ACTION", f"2024-06-10 14:14:{s:02d}", f"n{s}") for s in range(5)]
+    report = r.cycle()
+    assert report.overflow == 5 and r.store.outbox_stats().depth == 0
+    r.sink.fail_with = None
+    r.store.max_queued = 100
+    r.clock.t += 31
+    r.cycle()
+    assert len(r.sink.logs) == 5
