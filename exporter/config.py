@@ -63,6 +63,7 @@ from .errors import ConfigError
 
 __all__ = [
     "CONFIG_ENV",
+    "CREDENTIAL_NAME",
     "DEFAULT_CONFIG_PATH",
     "AlarmsConfig",
     "BkMonitorConfig",
@@ -157,16 +158,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.6f}".rstrip("0") + "s"
 
 
-def _validate_duration(value: object) -> float:
-    return parse_duration(value)
-
-
 class _DurationTag:
     """Marks duration fields in ``Annotated`` metadata, so the rendering prints ``30s``, not ``30.0``."""
 
 
 _DURATION_TAG = _DurationTag()
-Duration = Annotated[float, BeforeValidator(_validate_duration), _DURATION_TAG]
+Duration = Annotated[float, BeforeValidator(parse_duration), _DURATION_TAG]
 
 
 # ── ${VAR} substitution ──────────────────────────────────────────────────────────────────────
@@ -181,26 +178,25 @@ class _Substituted:
     text: str
     #: ``(start, end)`` in ``text`` of every non-empty substituted value
     spans: set[tuple[int, int]] = field(default_factory=set)
-    #: marker -> (variable, line) for references to unset variables (only with ``mark_unset``)
+    #: marker left in ``text`` -> (variable, line), for every reference to an unset variable
     unset: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: malformed references
     problems: list[str] = field(default_factory=list)
 
 
-def _substitute(text: str, env: Mapping[str, str], *, mark_unset: bool) -> _Substituted:
-    """Substitutes references; unset ones become unique markers (``mark_unset``) or problems."""
+def _substitute(text: str, env: Mapping[str, str]) -> _Substituted:
+    """Substitutes references; each one to an unset variable becomes a unique marker."""
     out: list[str] = []
     result = _Substituted("")
     length = pos = 0
-    missing: dict[str, list[int]] = {}
     for ref in _REFERENCE.finditer(text):
         out.append(text[pos : ref.start()])
         length += ref.start() - pos
         pos = ref.end()
         line = text.count("\n", 0, ref.start()) + 1
-        body = None if ref[1] else _REFERENCE_BODY.fullmatch(ref[2])
         if ref[1]:
             value = "$"
-        elif body is None:
+        elif (body := _REFERENCE_BODY.fullmatch(ref[2])) is None:
             result.problems.append(
                 f"config line {line}: invalid reference {ref[0]!r} (use ${{VAR}} or ${{VAR:-default}})"
             )
@@ -208,27 +204,18 @@ def _substitute(text: str, env: Mapping[str, str], *, mark_unset: bool) -> _Subs
         else:
             name, default = body[1], body[2]
             found = env.get(name)
-            value_or_none = default if default is not None and not found else found
-            if value_or_none is None:
-                missing.setdefault(name, []).append(line)
-                marker = _UNSET_MARKER.format(len(result.unset))
-                result.unset[marker] = (name, line)
-                value = marker
+            chosen = default if default is not None and not found else found
+            if chosen is None:
+                value = _UNSET_MARKER.format(len(result.unset))
+                result.unset[value] = (name, line)
             else:
-                value = value_or_none
+                value = chosen
                 if value:
                     result.spans.add((length, length + len(value)))
         out.append(value)
         length += len(value)
     out.append(text[pos:])
     result.text = "".join(out)
-    if not mark_unset:
-        for name, lines in missing.items():
-            where = ", ".join(str(n) for n in lines)
-            result.problems.append(
-                f"config line {where}: environment variable {name} is not set "
-                f"(set it, or give a default: ${{{name}:-default}})"
-            )
     return result
 
 
@@ -238,9 +225,17 @@ def substitute_env(text: str, env: Mapping[str, str]) -> str:
     Raises :class:`ConfigError` naming every unset variable (and every malformed reference) at
     once. Substituted values are not scanned again; defaults cannot contain ``}``.
     """
-    result = _substitute(text, env, mark_unset=False)
-    if result.problems:
-        raise ConfigError(result.problems)
+    result = _substitute(text, env)
+    lines: dict[str, list[int]] = {}
+    for name, line in result.unset.values():
+        lines.setdefault(name, []).append(line)
+    problems = result.problems + [
+        f"config line {', '.join(map(str, numbers))}: environment variable {name} is not set "
+        f"(set it, or give a default: ${{{name}:-default}})"
+        for name, numbers in lines.items()
+    ]
+    if problems:
+        raise ConfigError(problems)
     return result.text
 
 
@@ -251,24 +246,38 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _YAML_NULL = re.compile(r"~|null|Null|NULL")
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """``SafeLoader`` that keeps whole substituted scalars as strings and reports duplicate keys."""
+_CUT_BY_COMMENT = re.compile(r"[ \t]+#")
+_QUOTE_HINT = "quote the ${…} reference"
 
-    def __init__(self, text: str, verbatim: set[tuple[int, int]]) -> None:
+
+class _YamlLoader(yaml.SafeLoader):
+    """``SafeLoader`` aware of substituted values: keeps whole ones as strings, reports duplicate keys.
+
+    ``substituted`` maps the start of every substituted value in the text to its end.
+    """
+
+    def __init__(self, text: str, substituted: Mapping[int, int]) -> None:
+        self.text = text
+        self.substituted = substituted
+        self.problems: list[str] = []
         super().__init__(text)
-        self.verbatim = verbatim
-        self.duplicates: list[str] = []
 
     def compose_scalar_node(self, anchor: Any) -> yaml.ScalarNode:
         event = self.peek_event()
-        span = (event.start_mark.index, event.end_mark.index)
-        if event.tag is None and event.style is None and span in self.verbatim:
-            if not _YAML_NULL.fullmatch(event.value):
+        start, end = event.start_mark.index, event.end_mark.index
+        value_end = self.substituted.get(start)
+        if event.tag is None and event.style is None and value_end is not None:
+            if end == value_end and not _YAML_NULL.fullmatch(event.value):
                 self.get_event()
                 node = yaml.ScalarNode(_STR_TAG, event.value, event.start_mark, event.end_mark)
                 if anchor is not None:
                     self.anchors[anchor] = node
                 return node
+            if end < value_end and _CUT_BY_COMMENT.match(self.text, end, value_end):
+                self.problems.append(
+                    f"config line {event.start_mark.line + 1}: a value taken from the environment contains "
+                    f"' #', which YAML reads as the start of a comment ({_QUOTE_HINT})"
+                )
         return super().compose_scalar_node(anchor)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -276,7 +285,7 @@ class _YamlLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
                 if key_node.value in seen:
-                    self.duplicates.append(
+                    self.problems.append(
                         f"config line {key_node.start_mark.line + 1}: duplicate key {key_node.value!r}"
                     )
                 seen.add(key_node.value)
@@ -284,28 +293,33 @@ class _YamlLoader(yaml.SafeLoader):
 
 
 def _parse_yaml(sub: _Substituted) -> tuple[Any, list[str]]:
-    """The document and the duplicate-key problems; raises :class:`ConfigError` on a syntax error."""
-    loader = _YamlLoader(sub.text, sub.spans)
+    """The document and its non-fatal problems; raises :class:`ConfigError` on a syntax error.
+
+    PyYAML's own messages quote the offending text, which may come from a secret: the lines
+    built here keep only the position, and the problem only outside substituted values.
+    """
+    substituted = dict(sub.spans)
+    loader: _YamlLoader | None = None
     try:
-        return loader.get_single_data(), loader.duplicates
+        loader = _YamlLoader(sub.text, substituted)
+        return loader.get_single_data(), loader.problems
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"config line {mark.line + 1}, column {mark.column + 1}" if mark else "config"
         if mark is not None and any(start <= mark.index <= end for start, end in sub.spans):
-            # The detail may quote the substituted value, which may be a secret.
-            detail = "YAML syntax error inside a value taken from the environment (quote the ${…} reference)"
+            detail = f"YAML syntax error inside a value taken from the environment ({_QUOTE_HINT})"
         else:
             detail = f"YAML syntax error: {exc.problem or exc.context}"
         problem = f"{where}: {detail}"
+    except yaml.reader.ReaderError as exc:
+        line = sub.text.count("\n", 0, exc.position) + 1
+        problem = f"config line {line}: a control character that YAML does not allow"
     except yaml.YAMLError as exc:
         problem = f"config: not valid YAML ({type(exc).__name__})"
-        if isinstance(exc, yaml.reader.ReaderError):
-            problem = f"config: character at position {exc.position} is not allowed in YAML"
     finally:
-        loader.dispose()
-    lines = [
-        f"config line {line}: environment variable {name} is not set" for name, line in sub.unset.values()
-    ]
+        if loader is not None:
+            loader.dispose()
+    lines = [f"config line {line}: environment variable {name} is not set" for name, line in sub.unset.values()]
     raise ConfigError([problem, *sub.problems, *lines])
 
 
@@ -871,9 +885,7 @@ def _resolve_app_secret(
     if not isinstance(secret, (str, type(None))) or not isinstance(secret_file, (str, type(None))):
         return None
     if secret is not None and secret_file is not None:
-        problems.append(
-            _Problem(("bkmonitor", "app_secret_file"), "set app_secret or app_secret_file, not both")
-        )
+        problems.append(_Problem(("bkmonitor", "app_secret_file"), "set app_secret or app_secret_file, not both"))
         return None
     if secret is not None:
         return secret, None
@@ -892,9 +904,7 @@ def _resolve_app_secret(
     try:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        problems.append(
-            _Problem(("bkmonitor", "app_secret_file"), f"cannot read {path}: {exc.strerror or exc}")
-        )
+        problems.append(_Problem(("bkmonitor", "app_secret_file"), f"cannot read {path}: {exc.strerror or exc}"))
         return None
     except UnicodeDecodeError:
         problems.append(_Problem(("bkmonitor", "app_secret_file"), f"cannot read {path}: not UTF-8 text"))
@@ -1029,11 +1039,7 @@ def _take_unset(tree: Any, unset: Mapping[str, tuple[str, int]], loc: Loc = ()) 
     """Finds values holding an unset-variable marker, nulls them, and returns (option path, variable)."""
     found: list[tuple[Loc, str]] = []
     items: list[tuple[Any, Any]] = (
-        list(tree.items())
-        if isinstance(tree, dict)
-        else list(enumerate(tree))
-        if isinstance(tree, list)
-        else []
+        list(tree.items()) if isinstance(tree, dict) else list(enumerate(tree)) if isinstance(tree, list) else []
     )
     for key, value in items:
         names = [name for marker, (name, _) in unset.items() if isinstance(value, str) and marker in value]
@@ -1083,17 +1089,13 @@ def _build(
         raise ConfigError(_sorted_lines(problems))
     if secret is not None:
         value, secret_file = secret
-        bkmonitor = config.bkmonitor.model_copy(
-            update={"app_secret": SecretStr(value), "app_secret_file": secret_file}
-        )
+        bkmonitor = config.bkmonitor.model_copy(update={"app_secret": SecretStr(value), "app_secret_file": secret_file})
         config = config.model_copy(update={"bkmonitor": bkmonitor})
     config._source_path = source
     return config
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:
     """Reads, substitutes, parses and validates the config file.
 
     ``path`` defaults to ``$BK_OTEL_EXPORTER_CONFIG``, else ``/etc/bk-otel-exporter/config.yaml``;
@@ -1108,12 +1110,10 @@ def load_config(
         raise ConfigError([f"config: cannot read {source}: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"config: cannot read {source}: not UTF-8 text (byte {exc.start})"]) from None
-    substituted = _substitute(text, env, mark_unset=True)
-    tree, duplicates = _parse_yaml(substituted)
-    problems = [_Problem((), line) for line in (*substituted.problems, *duplicates)]
-    return _build(
-        tree, env=env, base_dir=source.parent, source=source, problems=problems, unset=substituted.unset
-    )
+    substituted = _substitute(text, env)
+    tree, yaml_problems = _parse_yaml(substituted)
+    problems = [_Problem((), line) for line in (*substituted.problems, *yaml_problems)]
+    return _build(tree, env=env, base_dir=source.parent, source=source, problems=problems, unset=substituted.unset)
 
 
 def config_from_dict(
@@ -1166,6 +1166,4 @@ def redacted_dict(config: Config) -> dict[str, Any]:
 
 def render_effective(config: Config) -> str:
     """YAML of :func:`redacted_dict` (what ``check-config`` prints); loads back with ``yaml.safe_load``."""
-    return yaml.safe_dump(
-        redacted_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False
-    )
+    return yaml.safe_dump(redacted_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)

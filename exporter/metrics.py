@@ -136,9 +136,7 @@ class Metrics:
         r = self.registry
         info = Gauge("bk_otel_build_info", "Build information; always 1.", ["version"], registry=r)
         info.labels(version=__version__).set(1)
-        self._polls = Counter(
-            "bk_otel_polls", "Poll cycles, by outcome (ok, error).", ["outcome"], registry=r
-        )
+        self._polls = Counter("bk_otel_polls", "Poll cycles, by outcome (ok, error).", ["outcome"], registry=r)
         self._poll_seconds = Histogram(
             "bk_otel_poll_duration_seconds", "Duration of one poll cycle.", buckets=_CYCLE_BUCKETS, registry=r
         )
@@ -200,9 +198,7 @@ class Metrics:
             "bk_otel_outbox_oldest_age_seconds", "Age of the oldest waiting record; 0 when empty.", registry=r
         )
         self._outbox_parked_g = Gauge("bk_otel_outbox_parked", "Records currently parked.", registry=r)
-        self._alarms_followed = Gauge(
-            "bk_otel_alarms_followed", "Alarms whose event log is being read.", registry=r
-        )
+        self._alarms_followed = Gauge("bk_otel_alarms_followed", "Alarms whose event log is being read.", registry=r)
         self._last_poll_g = Gauge(
             "bk_otel_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful poll cycle; 0 = never.",
@@ -343,9 +339,7 @@ class Metrics:
             if poll_ok is None:
                 reasons.append(f"no successful poll since start {poll_age:.0f}s ago")
             else:
-                reasons.append(
-                    f"last successful poll {poll_age:.0f}s ago (limit {self.poll_stale_after:.0f}s)"
-                )
+                reasons.append(f"last successful poll {poll_age:.0f}s ago (limit {self.poll_stale_after:.0f}s)")
 
         export_age: float | None = None
         if depth:
@@ -389,9 +383,7 @@ class _StatusCollector:
     def collect(self) -> Iterable[Metric]:
         live, _ = self._metrics.live()
         ready, details = self._metrics.ready()
-        yield GaugeMetricFamily(
-            "bk_otel_up", "1 while the scheduler is running (= /healthz).", value=int(live)
-        )
+        yield GaugeMetricFamily("bk_otel_up", "1 while the scheduler is running (= /healthz).", value=int(live))
         yield GaugeMetricFamily("bk_otel_ready", "1 while /readyz answers 200.", value=int(ready))
         yield GaugeMetricFamily(
             "bk_otel_auth_failing",

@@ -40,7 +40,7 @@ def notify(message: str, *, env: Mapping[str, str] | None = None) -> bool:
         log.debug("sd_notify: unsupported NOTIFY_SOCKET %r (only paths and @abstract)", address)
         return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.connect(address)
             sock.sendall(message.encode("utf-8"))
     except OSError as exc:

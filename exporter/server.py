@@ -91,7 +91,7 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
-        log.info("health server listening on %s", self.url)
+        log.debug("health server listening on %s", self.url)
         return self
 
     def close(self) -> None:

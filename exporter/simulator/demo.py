@@ -49,9 +49,7 @@ def populate_demo(sim: Simulator) -> list[SimAlarm]:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until Ctrl-C (real-time clock), printing ``base_url`` and the credentials."""
-    parser = argparse.ArgumentParser(
-        prog="python -m exporter.simulator", description="BlueKing Monitor simulator"
-    )
+    parser = argparse.ArgumentParser(prog="python -m exporter.simulator", description="BlueKing Monitor simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (default 8080)")
     parser.add_argument("--app-code", default="bk-otel-demo")

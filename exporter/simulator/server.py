@@ -177,7 +177,8 @@ class Simulator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Simulator:
-        """Bind and serve from a background thread. Returns self."""
+        """Bind and serve from a background thread. Returns self. After :meth:`stop`, ``start()`` binds the
+        same port again (to simulate BlueKing going away and coming back); alarms are kept."""
         if self._server is None:
             self._stopping.clear()
             self._server = _Server((self.host, self.port), self)
@@ -302,8 +303,9 @@ class Simulator:
 
     # ------------------------------------------------------------------ observability and faults
     def calls(self, endpoint: str | None = None, alarm_id: str | None = None) -> int:
-        """Requests answered, faulted ones included. ``endpoint`` "get_event_log"/"search_alert" (None: every
-        request, 404s included); ``alarm_id`` narrows get_event_log to that ``id`` parameter."""
+        """Requests answered, faulted ones included. ``endpoint`` "get_event_log" or "search_alert" (ESB and
+        gateway flavours; None: every request, 404s included); ``alarm_id`` narrows get_event_log to that
+        raw ``id`` parameter."""
         with self._lock:
             return self._counts[(endpoint, None if alarm_id is None else str(alarm_id))]
 
@@ -400,9 +402,7 @@ class Simulator:
         if flavour == "gateway":
             denied = self._gateway_auth(headers)
         elif endpoint == "search_alert" and raw.strip() and not isinstance(body, dict):
-            denied = esb_error(
-                1306406, "Request parameter error: the request body is not a valid JSON object"
-            )
+            denied = esb_error(1306406, "Request parameter error: the request body is not a valid JSON object")
         else:
             denied = self._esb_auth(headers, params if endpoint == "get_event_log" else body_dict)
         if denied is not None:
@@ -432,9 +432,7 @@ class Simulator:
             except ValueError:
                 creds = None
             if not isinstance(creds, dict):
-                return esb_error(
-                    1306406, "Request parameter error: X-Bkapi-Authorization is not a valid JSON"
-                )
+                return esb_error(1306406, "Request parameter error: X-Bkapi-Authorization is not a valid JSON")
         app_code = creds.get("bk_app_code") or creds.get("app_code")
         secret = creds.get("bk_app_secret") or creds.get("app_secret")
         user = creds.get("bk_token") or creds.get("bk_username") or creds.get("username")
@@ -443,20 +441,14 @@ class Simulator:
         elif not secret:
             message = "APP Secret [bk_app_secret] cannot be empty"
         elif app_code != self.app_code:
-            message = (
-                f"Invalid APP Code [bk_app_code={app_code}], "
-                "please confirm if the APP Code has been registered"
-            )
+            message = f"Invalid APP Code [bk_app_code={app_code}], please confirm if the APP Code has been registered"
         elif secret != self.app_secret:
             message = (
                 "APP Secret verification failed, pelase confirm if the APP Secret and APP Code "
                 f"[bk_app_code={app_code}] match"
             )
         elif not user:
-            message = (
-                "User authentication failed, please provide a valid user identity, "
-                "such as bk_token, bk_username"
-            )
+            message = "User authentication failed, please provide a valid user identity, such as bk_token, bk_username"
         else:
             return None
         return esb_error(1306000, message)

@@ -224,9 +224,7 @@ class SimAlarm:
             self.status = status
             self.end_time = t
 
-    def recover(
-        self, *, at: float | None = None, message: str = "连续 5 个周期不满足触发条件，告警已恢复"
-    ) -> None:
+    def recover(self, *, at: float | None = None, message: str = "连续 5 个周期不满足触发条件，告警已恢复") -> None:
         """Append RECOVER; status RECOVERED, ``end_time`` = ``at``."""
         self._finish("RECOVER", "RECOVERED", message, at)
 

@@ -170,6 +170,15 @@ class StateStore(Protocol):
 
     def outbox_stats(self) -> OutboxStats: ...
 
+    # -- coordination between replicas ------------------------------------------------------------
+    def acquire_role(self, role: str, now: float, ttl: float) -> bool:
+        """Hold ``role`` (e.g. ``"discovery"``) for ``ttl`` seconds; True if this process holds it.
+
+        A single-process store always answers True; a shared store grants it to one live replica
+        at a time and lets it move on when the holder stops renewing it.
+        """
+        ...
+
     # -- small key/value facts (checkpoints, last successes, instance id) ---------------------
     def get_meta(self, key: str) -> str | None: ...
 

@@ -429,6 +429,9 @@ class SqliteStateStore:
             oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
         return OutboxStats(depth=depth, parked=parked, oldest_enqueued_at=oldest, by_kind=by_kind)
 
+    def acquire_role(self, role: str, now: float, ttl: float) -> bool:
+        return True  # one process owns the file
+
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))

@@ -47,9 +47,7 @@ def http() -> Iterator[requests.Session]:
 
 def get_log(http: requests.Session, sim: Simulator, alarm_id: object, **kw: Any) -> requests.Response:
     headers = kw.pop("headers", sim.auth_header())
-    return http.get(
-        sim.base_url + GET_EVENT_LOG_PATH, params={"id": alarm_id}, headers=headers, timeout=5, **kw
-    )
+    return http.get(sim.base_url + GET_EVENT_LOG_PATH, params={"id": alarm_id}, headers=headers, timeout=5, **kw)
 
 
 def search(http: requests.Session, sim: Simulator, body: dict[str, Any], **kw: Any) -> requests.Response:
@@ -67,9 +65,7 @@ def search(http: requests.Session, sim: Simulator, body: dict[str, Any], **kw: A
 
 def walkthrough_alarm(sim: Simulator) -> SimAlarm:
     """BK_API.md §2.9: created T0+30, notified T0+31, converged T0+90/150/210."""
-    alarm = sim.add_alarm(
-        begin_time=T0, create_time=T0 + 30, alarm_id="17180000005819837", message="m-create"
-    )
+    alarm = sim.add_alarm(begin_time=T0, create_time=T0 + 30, alarm_id="17180000005819837", message="m-create")
     alarm.log("ACTION", "m-action", at=T0 + 31)
     for t in (90, 150, 210):
         alarm.converge(f"m{t}", at=T0 + t)
@@ -105,9 +101,7 @@ def test_auth_by_query_params_and_alt_keys(sim: Simulator, http: requests.Sessio
     assert resp.json()["result"] is True
     # header keys app_code/app_secret/bk_token are accepted too
     header = {
-        "X-Bkapi-Authorization": json.dumps(
-            {"app_code": sim.app_code, "app_secret": sim.app_secret, "bk_token": "t"}
-        )
+        "X-Bkapi-Authorization": json.dumps({"app_code": sim.app_code, "app_secret": sim.app_secret, "bk_token": "t"})
     }
     assert get_log(http, sim, alarm.id, headers=header).json()["result"] is True
     # search_alert reads the JSON body when there is no header
@@ -142,9 +136,7 @@ def test_header_wins_over_params_and_bad_header_json(sim: Simulator, http: reque
     alarm = sim.add_alarm()
     good = {"bk_app_code": sim.app_code, "bk_app_secret": sim.app_secret, "bk_username": "u"}
     bad_header = {"X-Bkapi-Authorization": json.dumps({**good, "bk_app_secret": "nope"})}
-    resp = http.get(
-        sim.base_url + GET_EVENT_LOG_PATH, params={"id": alarm.id, **good}, headers=bad_header, timeout=5
-    )
+    resp = http.get(sim.base_url + GET_EVENT_LOG_PATH, params={"id": alarm.id, **good}, headers=bad_header, timeout=5)
     assert resp.json()["code"] == 1306000
     body = get_log(http, sim, alarm.id, headers={"X-Bkapi-Authorization": "{not json"}).json()
     assert (body["result"], body["code"]) == (False, 1306406)
@@ -389,8 +381,7 @@ def test_search_alert_filters_ordering_and_heavy_flags(sim: Simulator, http: req
     assert "overview" in data and "aggs" in data and sim.heavy_searches == 1
     full = {"bk_biz_ids": [-1], "start_time": 0, "end_time": T0 + 400}  # both default to true
     assert (
-        "overview"
-        in http.post(sim.base_url + SEARCH_ALERT_PATH, json=full, headers=sim.auth_header()).json()["data"]
+        "overview" in http.post(sim.base_url + SEARCH_ALERT_PATH, json=full, headers=sim.auth_header()).json()["data"]
     )
     assert sim.heavy_searches == 2
 
@@ -433,10 +424,8 @@ def test_search_alert_paging_and_total_cap(sim: Simulator, http: requests.Sessio
 def test_search_alert_validation(
     sim: Simulator, http: requests.Session, override: dict[str, Any], fragment: str
 ) -> None:
-    body = {k: v for k, v in override.items() if v is not None}
-    full = {"bk_biz_ids": [-1], "start_time": 0, "end_time": T0, **body}
-    if "start_time" in override and override["start_time"] is None:
-        del full["start_time"]
+    full = {"bk_biz_ids": [-1], "start_time": 0, "end_time": T0, **override}
+    full = {k: v for k, v in full.items() if v is not None}  # None: leave the key out
     resp = http.post(sim.base_url + SEARCH_ALERT_PATH, json=full, headers=sim.auth_header(), timeout=5)
     assert resp.status_code == 200
     assert (resp.json()["result"], resp.json()["code"]) == (False, 3300002)
@@ -450,9 +439,7 @@ def test_gateway_flavour(sim: Simulator, http: requests.Session) -> None:
     assert ok.status_code == 200 and ok.json()["data"]["total"] == 1
     assert "request_id" not in ok.json() and UUID.match(ok.headers["X-Bkapi-Request-ID"])
     creds = {"bk_app_code": sim.app_code, "bk_app_secret": sim.app_secret, "bk_username": "u"}
-    denied = http.post(
-        sim.base_url + GATEWAY_SEARCH_PATH, json={**body, **creds}, timeout=5
-    )  # params not accepted
+    denied = http.post(sim.base_url + GATEWAY_SEARCH_PATH, json={**body, **creds}, timeout=5)  # params not accepted
     assert denied.status_code == 400
     assert denied.json()["code"] == 1640001 and denied.headers["X-Bkapi-Error-Code"] == "1640001"
     assert http.get(sim.base_url + GATEWAY_SEARCH_PATH, timeout=5).json()["code_name"] == "API_NOT_FOUND"
@@ -506,17 +493,12 @@ def test_each_fault_kind(sim: Simulator, http: requests.Session) -> None:
             gateway(504, 1650401, "REQUEST_BACKEND_TIMEOUT")
         elif kind == "auth_1640001":
             resp = gateway(400, 1640001, "INVALID_ARGS")
-            assert (
-                resp.json()["message"]
-                == 'Parameters error [reason="bk_app_code or bk_app_secret is incorrect"]'
-            )
+            assert resp.json()["message"] == 'Parameters error [reason="bk_app_code or bk_app_secret is incorrect"]'
         elif kind == "plain_403":
             sim.inject(kind)
             resp = call()
             assert (resp.status_code, resp.text) == (403, "lack of tenant_id")
-            assert (
-                resp.headers["Content-Type"].startswith("text/plain") and resp.headers["X-Bkapi-Request-ID"]
-            )
+            assert resp.headers["Content-Type"].startswith("text/plain") and resp.headers["X-Bkapi-Request-ID"]
         elif kind == "malformed_json":
             sim.inject(kind)
             resp = call()
@@ -635,3 +617,17 @@ def test_cli_demo_serves() -> None:
             proc.wait(5)
             assert proc.stdout is not None
             proc.stdout.close()
+
+
+def test_stop_and_restart_on_the_same_port(http: requests.Session) -> None:
+    sim = Simulator().start()
+    try:
+        alarm = sim.add_alarm()
+        url = sim.base_url
+        sim.stop()
+        with pytest.raises(requests.ConnectionError):
+            get_log(http, sim, alarm.id)
+        sim.start()
+        assert sim.base_url == url and get_log(http, sim, alarm.id).json()["result"] is True
+    finally:
+        sim.stop()

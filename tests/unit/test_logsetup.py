@@ -87,9 +87,9 @@ def test_text_format() -> None:
     setup_logging("DEBUG", "text", stream=buf)
     logging.getLogger("exporter.pipeline").debug("polled %s alarms", 3, extra={"alarm_id": "9"})
     line = buf.getvalue()
-    assert re.fullmatch(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z DEBUG exporter\.pipeline: polled 3 alarms\n", line
-    ), line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z DEBUG exporter\.pipeline: polled 3 alarms\n", line), (
+        line
+    )
 
 
 def test_text_format_traceback_follows() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "config" / "recipes"
 EXPORTER_CONFIGS = sorted(RECIPES.glob("*/exporter.yaml"))
@@ -54,9 +56,7 @@ _VAR = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def substitute(text: str, env: dict[str, str] | None = None) -> str:
     env = env or {}
-    return _VAR.sub(
-        lambda m: env.get(m.group(1), m.group(2) if m.group(2) is not None else "placeholder"), text
-    )
+    return _VAR.sub(lambda m: env.get(m.group(1), m.group(2) if m.group(2) is not None else "placeholder"), text)
 
 
 def check_exporter_config(doc: dict[str, Any], raw: str, where: str) -> None:
@@ -82,6 +82,20 @@ def check_exporter_config(doc: dict[str, Any], raw: str, where: str) -> None:
 def test_exporter_recipes_stay_within_the_contract(path: Path) -> None:
     raw = path.read_text()
     check_exporter_config(yaml.safe_load(substitute(raw)), raw, str(path))
+
+
+RECIPE_ENV = {
+    "BK_APP_CODE": "my-app",
+    "BK_APP_SECRET": "not-a-real-secret",
+    "BK_BASE_URL": "https://paas.example.com",
+    "ELASTIC_APM_API_KEY": "not-a-real-key",
+}
+
+
+@pytest.mark.parametrize("path", EXPORTER_CONFIGS, ids=lambda p: p.parent.name)
+def test_exporter_recipes_load_with_the_real_loader(path: Path) -> None:
+    config = load_config(path, env=RECIPE_ENV)
+    assert str(config.state.path).startswith("/var/lib/bk-otel-exporter/")
 
 
 def test_every_backend_has_a_recipe() -> None:
@@ -114,9 +128,7 @@ def check_collector(doc: dict[str, Any], where: str) -> None:
     for name, pipeline in pipelines.items():
         for kind in ("receivers", "processors", "exporters"):
             for component in pipeline.get(kind, []):
-                assert component in doc[kind], (
-                    f"{where}: pipeline {name} uses undefined {kind[:-1]} {component}"
-                )
+                assert component in doc[kind], f"{where}: pipeline {name} uses undefined {kind[:-1]} {component}"
     for extension in doc["service"].get("extensions", []):
         assert extension in doc["extensions"], where
     assert "otlp" in doc["receivers"], where
@@ -143,13 +155,18 @@ def test_elastic_collector_authenticates_from_the_environment() -> None:
     assert "Authorization: ApiKey ${ELASTIC_APM_API_KEY}" in raw
 
 
-def test_kubernetes_sidecar() -> None:
+def test_kubernetes_sidecar(tmp_path: Path) -> None:
     docs = {d["kind"]: d for d in yaml.safe_load_all((RECIPES / "kubernetes" / "sidecar.yaml").read_text())}
     assert {"ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"} <= set(docs)
     data = docs["ConfigMap"]["data"]
     raw = data["exporter.yaml"]
     exporter_cfg = yaml.safe_load(substitute(raw))
     check_exporter_config(exporter_cfg, raw, "sidecar ConfigMap exporter.yaml")
+    secret_file = tmp_path / "app_secret"
+    secret_file.write_text("not-a-real-secret\n")
+    copy = tmp_path / "exporter.yaml"
+    copy.write_text(raw.replace(exporter_cfg["bkmonitor"]["app_secret_file"], str(secret_file)))
+    load_config(copy, env=RECIPE_ENV)  # the real loader accepts it
     assert exporter_cfg["server"]["listen"] == "0.0.0.0:9464"
     check_collector(yaml.safe_load(data["otelcol.yaml"]), "sidecar ConfigMap otelcol.yaml")
 
