@@ -17,6 +17,7 @@ from exporter.bkmonitor.client import BkClient, BkClientSettings
 from exporter.config import Config
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext
+from exporter.pipeline.discovery import Discoverer, DiscoveryReport, DiscoverySettings
 from exporter.pipeline.poller import CycleReport, Poller, PollSettings
 from exporter.pipeline.sender import DrainReport, Sender, SenderSettings
 from exporter.sinks.base import Sink
@@ -135,11 +136,12 @@ class App:
             raise
         self._own_sink = sink is None
         self.poller = self._build_poller(config)
-        self.sender = Sender(
-            self.store, self.sink, self.metrics, _sender_settings(config), clock=clock, stop=self.stop
-        )
+        self.discoverer = self._build_discoverer(config)
+        self.sender = Sender(self.store, self.sink, self.metrics, _sender_settings(config), clock=clock, stop=self.stop)
 
     def _build_poller(self, config: Config) -> Poller:
+        from exporter.pipeline.spans import SpanPlanner
+
         return Poller(
             self.client,
             self.store,
@@ -151,9 +153,33 @@ class App:
                 max_concurrency=config.bkmonitor.max_concurrency,
                 signals=frozenset(config.export.signals),
                 timezone=ZoneInfo(config.bkmonitor.timezone),
+                full_reread_interval=config.poll.full_reread_interval if config.alarms.recent.enabled else 0.0,
             ),
+            spans=SpanPlanner(self.store) if "spans" in config.export.signals else None,
             clock=self.clock,
             stop=self.stop,
+        )
+
+    def _build_discoverer(self, config: Config) -> Discoverer | None:
+        recent = config.alarms.recent
+        if not recent.enabled:
+            return None
+        return Discoverer(
+            self.client,
+            self.store,
+            self.metrics,
+            DiscoverySettings(
+                bk_biz_ids=tuple(recent.bk_biz_ids),
+                lookback=recent.lookback,
+                overlap=recent.overlap,
+                status=tuple(recent.status),
+                query_string=recent.query_string,
+                conditions=tuple(recent.conditions),
+                page_size=recent.page_size,
+                interval=recent.interval,
+                full_reread_interval=config.poll.full_reread_interval,
+            ),
+            clock=self.clock,
         )
 
     def apply(self, config: Config) -> None:
@@ -162,6 +188,7 @@ class App:
         self.config = config
         self.client = BkClient(client_settings(config), observer=self.metrics)
         self.poller = self._build_poller(config)
+        self.discoverer = self._build_discoverer(config)
         self.sender.settings = _sender_settings(config)
         if self._own_sink:
             self.sink = build_sink(config, self.instance_id)
@@ -185,6 +212,12 @@ class App:
         self.metrics.set_alarms_followed(len(self.store.list_alarms()))
 
     # -- one cycle ----------------------------------------------------------------------------------
+    def discover(self, *, since: float | None = None) -> DiscoveryReport | None:
+        """One discovery round (None when discovery is off)."""
+        if self.discoverer is None:
+            return None
+        return self.discoverer.run(since=since)
+
     def poll(self, *, force: bool = False) -> CycleReport:
         report = self.poller.run_cycle(force=force)
         self.metrics.set_alarms_followed(len(self.store.list_alarms()))
@@ -202,7 +235,11 @@ class App:
         """``once``: follow the configured alarms (and discover, looking back ``since`` seconds when
         given), poll all of them, export everything pending."""
         self.sync_configured_alarms()
+        found = self.discover(since=since)
         cycle = self.poll(force=True)
+        if found is not None and found.error:
+            cycle.errors.append(found.error)
+            cycle.failed += 1
         drain = self.send(force=True, deadline=self.clock() + max(30.0, self.config.export.timeout * 3))
         queued = self.store.outbox_stats().depth
         return OnceReport(cycle=cycle, drain=drain, queued=queued)

@@ -42,22 +42,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config(
-        sub.add_parser("run", help="run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)")
-    )
+    with_config(sub.add_parser("run", help="run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)"))
     once = with_config(sub.add_parser("once", help="one full cycle: discover, poll, export, exit"))
     once.add_argument("--since", metavar="DURATION", help="widen discovery for a backfill, e.g. 24h")
-    with_config(
-        sub.add_parser("check-config", help="validate and print the effective config, secrets redacted")
-    )
+    with_config(sub.add_parser("check-config", help="validate and print the effective config, secrets redacted"))
     status = with_config(sub.add_parser("status", help="what the state store holds"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="run the whole pipeline against the built-in BlueKing simulator")
     demo.add_argument("--endpoint", metavar="URL", help="also ship the records to this OTLP endpoint")
     demo.add_argument("--protocol", choices=["grpc", "http/protobuf"], default="grpc", help="with --endpoint")
-    demo.add_argument(
-        "--duration", type=float, default=20.0, metavar="SECONDS", help="how long the story runs"
-    )
+    demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="how long the story runs")
     sub.add_parser("plugins", help="list installed sources, mappers and sinks")
     return parser
 
@@ -187,9 +181,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except (ExporterError, OSError) as exc:
         print(f"bk-otel-exporter: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    sys.stdout.write(
-        json.dumps(status, indent=2, sort_keys=True) + "\n" if args.json else render_status(status)
-    )
+    sys.stdout.write(json.dumps(status, indent=2, sort_keys=True) + "\n" if args.json else render_status(status))
     return EXIT_OK
 
 

@@ -93,9 +93,7 @@ def _play(sim: Simulator, alarms: list[SimAlarm], start: float, stop: threading.
             getattr(alarm, beat.action)(*beat.args)
 
 
-def _config(
-    sim: Simulator, alarm_ids: list[str], state_dir: str, endpoint: str | None, protocol: str
-) -> Config:
+def _config(sim: Simulator, alarm_ids: list[str], state_dir: str, endpoint: str | None, protocol: str) -> Config:
     raw: dict[str, Any] = {
         "bkmonitor": {
             "base_url": sim.base_url,
@@ -104,7 +102,8 @@ def _config(
             "rate_limit": 0,
             "retry": {"initial_backoff": "200ms", "max_backoff": "1s"},
         },
-        "alarms": {"ids": alarm_ids},
+        # the first alarm is followed by id, the others are found by discovery (search_alert)
+        "alarms": {"ids": alarm_ids[:1], "recent": {"enabled": True, "bk_biz_ids": [2, 3], "interval": "1s"}},
         "poll": {"interval": "1s", "retire_after": "2s", "jitter": 0},
         "export": {
             "endpoint": endpoint or "http://127.0.0.1:4317",
@@ -143,9 +142,7 @@ def run_demo(*, endpoint: str | None = None, protocol: str = "grpc", duration: f
             len(STORY),
             STORY[-1].at,
         )
-        player = threading.Thread(
-            target=_play, args=(sim, alarms, start, stop), name="storyline", daemon=True
-        )
+        player = threading.Thread(target=_play, args=(sim, alarms, start, stop), name="storyline", daemon=True)
         player.start()
 
         def watch() -> None:

@@ -123,13 +123,10 @@ class Daemon:
             replace_existing=True,
             **now_trigger,
         )
-        self.scheduler.add_job(
-            self._control_job, IntervalTrigger(seconds=1.0), id="control", replace_existing=True
-        )
-        discover = getattr(self.app, "discover", None)
-        if cfg.alarms.recent.enabled and discover is not None:
+        self.scheduler.add_job(self._control_job, IntervalTrigger(seconds=1.0), id="control", replace_existing=True)
+        if cfg.alarms.recent.enabled:
             self.scheduler.add_job(
-                self._guard("discover", discover),
+                self._guard("discover", self._discover_job),
                 IntervalTrigger(seconds=cfg.alarms.recent.interval, jitter=cfg.alarms.recent.interval * 0.05),
                 id="discover",
                 replace_existing=True,
@@ -153,6 +150,11 @@ class Daemon:
                 f", overflow {report.overflow}" if report.overflow else "",
                 self.app.store.outbox_stats().depth,
             )
+
+    def _discover_job(self) -> None:
+        report = self.app.discover()
+        if report is not None and (report.new or report.changed or report.reopened or report.safety_net):
+            self._poll_job()  # read what changed now rather than at the next tick
 
     def _send_job(self) -> None:
         self.app.send()
@@ -179,9 +181,7 @@ class Daemon:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error(
-                "reload refused, the running configuration stays in force:\n  %s", "\n  ".join(exc.problems)
-            )
+            log.error("reload refused, the running configuration stays in force:\n  %s", "\n  ".join(exc.problems))
             sdnotify.ready("reload refused: invalid configuration")
             return
         if (new.state.path, new.state.url) != (self.config.state.path, self.config.state.url):
@@ -269,9 +269,7 @@ class Daemon:
         if remaining > 0.5:
             report = self.app.send(force=True, deadline=time.time() + remaining - 0.25)
             depth = self.app.store.outbox_stats().depth
-            log.info(
-                "shutdown: flushed %d records; %d stay queued for the next start", report.exported, depth
-            )
+            log.info("shutdown: flushed %d records; %d stay queued for the next start", report.exported, depth)
         if self._server is not None:
             self._server.close()
         self.app.close()
@@ -283,6 +281,4 @@ class Daemon:
         from exporter.server import HealthServer
 
         self._server = HealthServer(address[0], address[1], self.app.metrics).start()
-        log.info(
-            "health and metrics on http://%s:%d/ (healthz, readyz, metrics)", address[0], self._server.port
-        )
+        log.info("health and metrics on http://%s:%d/ (healthz, readyz, metrics)", address[0], self._server.port)

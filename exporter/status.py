@@ -80,11 +80,7 @@ def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
         f"alarms followed:        {alarms['followed']} ({alarms['closing']} closing), "
         f"{alarms['retired']} retired, {alarms['expired']} expired",
         f"records queued:         {outbox['queued']}"
-        + (
-            f" (oldest {outbox['oldest_age_seconds']:.0f}s)"
-            if outbox["oldest_age_seconds"] is not None
-            else ""
-        ),
+        + (f" (oldest {outbox['oldest_age_seconds']:.0f}s)" if outbox["oldest_age_seconds"] is not None else ""),
         f"records parked:         {outbox['parked']}",
         f"last successful poll:   {_ago(status['last_successful_poll'], now)}",
         f"last successful export: {_ago(status['last_successful_export'], now)}",

@@ -320,9 +320,7 @@ class BkClient:
             self._observe(endpoint, error, started)
             raise error from self._safe_cause(failure)
         try:
-            result = parse_envelope(
-                status, resp_headers, body, endpoint, expect=expect, redact_secrets=self._secrets
-            )
+            result = parse_envelope(status, resp_headers, body, endpoint, expect=expect, redact_secrets=self._secrets)
         except BkApiError as error:
             self._observe(endpoint, error, started)
             raise

@@ -17,9 +17,7 @@ class TokenBucket:
     are served in the order they asked and never spin. ``rate <= 0`` disables the limit.
     """
 
-    def __init__(
-        self, rate: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, rate: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = float(rate)
         self.burst = float(burst) if burst is not None else max(1.0, self.rate)
         self._clock = clock

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
-from exporter.model import TERMINAL_OPERATES, FlowRecord
+from exporter.model import TERMINAL_OPERATES, AlarmContext, FlowRecord
 
-__all__ = ["TERMINAL_STATUSES", "next_poll_time", "terminal_time"]
+__all__ = ["TERMINAL_STATUSES", "escalated", "next_poll_time", "severity_in", "terminal_time"]
 
 #: search_alert statuses after which an alarm is over.
 TERMINAL_STATUSES = frozenset({"RECOVERED", "CLOSED"})
@@ -28,9 +29,32 @@ def terminal_time(records: Iterable[FlowRecord], now: float) -> float | None:
     return min(max(ends), now) if ends else None
 
 
-def next_poll_time(
-    now: float, interval: float, jitter: float, rng: Callable[[], float] = random.random
-) -> float:
+def next_poll_time(now: float, interval: float, jitter: float, rng: Callable[[], float] = random.random) -> float:
     """``now + interval``, spread by ±``jitter`` × interval so alarms do not poll in lockstep."""
     spread = interval * jitter * (2.0 * rng() - 1.0)
     return now + max(0.0, interval + spread)
+
+
+# SEVERITY_UP messages end with the new level: "告警级别上升为：致命" (zh) or an English rendering.
+_LEVEL_WORDS = (("致命", 1), ("fatal", 1), ("预警", 2), ("warning", 2), ("提醒", 3), ("remind", 3), ("info", 3))
+
+
+def severity_in(message: str) -> int | None:
+    """The level a SEVERITY_UP message announces (the word nearest the end wins), or None."""
+    text = message.lower()
+    best: tuple[int, int] | None = None
+    for word, level in _LEVEL_WORDS:
+        at = text.rfind(word)
+        if at >= 0 and (best is None or at > best[0]):
+            best = (at, level)
+    return best[1] if best else None
+
+
+def escalated(ctx: AlarmContext, record: FlowRecord) -> AlarmContext:
+    """The alarm context after ``record``: a SEVERITY_UP raises the known severity."""
+    if record.operate != "SEVERITY_UP":
+        return ctx
+    level = severity_in(record.message)
+    if level is None or level == ctx.severity:
+        return ctx
+    return replace(ctx, severity=level)

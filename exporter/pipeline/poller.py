@@ -32,7 +32,7 @@ from exporter.bkmonitor.records import parse_event_log
 from exporter.errors import BkApiError, BkAuthError, BkNotFoundError
 from exporter.mapping.logs import to_log_event
 from exporter.model import AlarmContext, FlowRecord, LogEvent
-from exporter.pipeline.lifecycle import next_poll_time, terminal_time
+from exporter.pipeline.lifecycle import TERMINAL_STATUSES, escalated, next_poll_time, terminal_time
 from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StateStore
 
 __all__ = ["CycleReport", "EventLogSource", "PollSettings", "Poller", "SpanHook"]
@@ -80,6 +80,9 @@ class PollSettings:
     max_concurrency: int = 8
     signals: frozenset[str] = frozenset({"logs"})
     timezone: tzinfo | None = None  # of create_time strings; None = Asia/Shanghai
+    #: with discovery: how often an unchanged, open, discovered alarm is re-read anyway (0 = every
+    #: interval); discovery makes it due sooner when search_alert shows a change.
+    full_reread_interval: float = 0.0
 
 
 @dataclass
@@ -179,9 +182,7 @@ class Poller:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
                 list(pool.map(work, due))
         if report.auth_error:
-            log.error(
-                "BlueKing refused our credentials; polling paused until the next cycle: %s", report.auth_error
-            )
+            log.error("BlueKing refused our credentials; polling paused until the next cycle: %s", report.auth_error)
             self.metrics.auth_failure(report.auth_error)
 
     # -- one alarm ----------------------------------------------------------------------------------
@@ -219,26 +220,31 @@ class Poller:
         seen = self.store.seen_uids(alarm.alarm_id)
         # Oldest first, so the outbox (and the backend) receive them in time order.
         new = sorted((r for r in parsed.records if r.uid not in seen), key=lambda r: r.create_time_ns)
-        ctx = alarm.context
         with_trace = "spans" in self.settings.signals
         commit = PollCommit(alarm.alarm_id, now, seen=[r.uid for r in new], full_read=True)
-        if "logs" in self.settings.signals:
-            commit.queued = [
-                QueuedRecord("logs", r.uid, self.mapper(r, ctx, with_trace).to_json()) for r in new
-            ]
-        else:
-            commit.queued = []
+        ctx = alarm.context
+        queued = []
+        for r in new:
+            ctx = escalated(ctx, r)
+            if "logs" in self.settings.signals:
+                queued.append(QueuedRecord("logs", r.uid, self.mapper(r, ctx, with_trace).to_json()))
+        commit.queued = queued
+        if ctx != alarm.context:
+            commit.context = ctx
         ended = terminal_time(parsed.records, now)
+        if ended is None and ctx.status in TERMINAL_STATUSES:
+            ended = min(float(ctx.end_time or now), now)  # search_alert says it is over
         phase = alarm.phase
         terminal_at = alarm.terminal_at
         if ended is not None and phase == "active":
             phase, terminal_at = "closing", ended
-        retiring = (
-            phase == "closing" and terminal_at is not None and now >= terminal_at + self.settings.retire_after
-        )
+        retiring = phase == "closing" and terminal_at is not None and now >= terminal_at + self.settings.retire_after
         if self.spans is not None:
             self.spans.on_poll(alarm, ctx, new, commit, retiring)
-        next_poll = next_poll_time(now, self.settings.interval, self.settings.jitter, self.rng)
+        interval = self.settings.interval
+        if alarm.source == "discovered" and phase == "active" and self.settings.full_reread_interval > 0:
+            interval = self.settings.full_reread_interval
+        next_poll = next_poll_time(now, interval, self.settings.jitter, self.rng)
         if phase == "closing" and terminal_at is not None and not retiring:
             next_poll = min(next_poll, terminal_at + self.settings.retire_after)
         commit.phase = "retired" if retiring else phase
@@ -267,9 +273,7 @@ class Poller:
                 continue
             self._malformed_seen.add(key)
             fresh += 1
-            log.warning(
-                "alarm %s: skipping malformed event-log item #%d: %s", alarm_id, bad.index, bad.reason
-            )
+            log.warning("alarm %s: skipping malformed event-log item #%d: %s", alarm_id, bad.index, bad.reason)
         if fresh:
             self.metrics.records_skipped(fresh, "malformed")
         return fresh

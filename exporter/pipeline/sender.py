@@ -138,9 +138,7 @@ class Sender:
         self._failed(signal, result)
         return False
 
-    def _isolate(
-        self, signal: str, items: Sequence[OutboxItem], result: ExportResult, report: DrainReport
-    ) -> bool:
+    def _isolate(self, signal: str, items: Sequence[OutboxItem], result: ExportResult, report: DrainReport) -> bool:
         if len(items) == 1:
             self.store.park([items[0].seq], result.detail or "rejected", self.clock())
             report.parked += 1

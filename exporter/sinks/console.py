@@ -49,8 +49,7 @@ def render_record(item: LogEvent | SpanRecord) -> dict[str, Any]:
         "status": item.status_code,
         "attributes": dict(item.attributes),
         "events": [
-            {"name": e.name, "timestamp": _iso(e.timestamp_ns), "attributes": dict(e.attributes)}
-            for e in item.events
+            {"name": e.name, "timestamp": _iso(e.timestamp_ns), "attributes": dict(e.attributes)} for e in item.events
         ],
     }
 

@@ -24,9 +24,7 @@ __all__ = [
 ]
 
 
-def open_store(
-    path: str, *, url: str | None = None, max_queued: int = 1_000_000, lease: float = 30.0
-) -> StateStore:
+def open_store(path: str, *, url: str | None = None, max_queued: int = 1_000_000, lease: float = 30.0) -> StateStore:
     """Open the configured store: the SQLite file at ``path``, or the shared store at ``url``."""
     if url:
         from exporter.errors import StateError

@@ -133,9 +133,7 @@ class SqliteStateStore:
             except OSError as exc:
                 raise StateError(f"state store {self.path}: cannot create directory: {exc}") from exc
         try:
-            self._db = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
-            )
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
             raise StateError(f"state store {self.path}: cannot open: {exc}") from exc
         self._db.row_factory = sqlite3.Row
@@ -171,13 +169,9 @@ class SqliteStateStore:
                 f"state store {self.path} is a SQLite database of something else "
                 f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
             )
-        rows = dict(
-            db.execute("SELECT key, value FROM meta WHERE key IN ('app', 'schema_version')").fetchall()
-        )
+        rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('app', 'schema_version')").fetchall())
         if rows.get("app") != APP_ID:
-            raise StateCorruptError(
-                f"state store {self.path} was not written by {APP_ID}; refusing to touch it"
-            )
+            raise StateCorruptError(f"state store {self.path} was not written by {APP_ID}; refusing to touch it")
         try:
             version = int(rows.get("schema_version", "0"))
         except ValueError as exc:
@@ -230,9 +224,7 @@ class SqliteStateStore:
         self, ctx: AlarmContext, *, source: str, now: float, due: bool, change_token: str | None = None
     ) -> AlarmState:
         with self._tx() as db:
-            row = db.execute(
-                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)
-            ).fetchone()
+            row = db.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO alarms (alarm_id, source, phase, context, first_seen, next_poll, change_token) "
@@ -255,9 +247,7 @@ class SqliteStateStore:
                     "WHERE alarm_id = ?",
                     (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id),
                 )
-            out = db.execute(
-                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)
-            ).fetchone()
+            out = db.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)).fetchone()
         return _alarm_from_row(out)
 
     def get_alarm(self, alarm_id: str) -> AlarmState | None:
@@ -380,9 +370,7 @@ class SqliteStateStore:
             (kind, limit),
         )
         return [
-            OutboxItem(
-                r["seq"], r["kind"], _payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"]
-            )
+            OutboxItem(r["seq"], r["kind"], _payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"])
             for r in rows
         ]
 
