@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -99,16 +100,13 @@ class Daemon:
 
     def _schedule(self) -> None:
         cfg = self.config
-        now_trigger: dict[str, Any] = {"next_run_time": None}
-        from datetime import datetime, timezone
-
-        now_trigger["next_run_time"] = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc)
         self.scheduler.add_job(
             self._guard("poll", self._poll_job),
             IntervalTrigger(seconds=poll_tick(cfg.poll.interval)),
             id="poll",
             replace_existing=True,
-            **now_trigger,
+            next_run_time=now,
         )
         self.scheduler.add_job(
             self._guard("send", self._send_job),
@@ -121,7 +119,7 @@ class Daemon:
             IntervalTrigger(seconds=60.0),
             id="maintenance",
             replace_existing=True,
-            **now_trigger,
+            next_run_time=now,
         )
         self.scheduler.add_job(self._control_job, IntervalTrigger(seconds=1.0), id="control", replace_existing=True)
         if cfg.alarms.recent.enabled:
@@ -130,7 +128,6 @@ class Daemon:
                 IntervalTrigger(seconds=cfg.alarms.recent.interval, jitter=cfg.alarms.recent.interval * 0.05),
                 id="discover",
                 replace_existing=True,
-                **now_trigger,
             )
         elif self.scheduler.get_job("discover"):
             self.scheduler.remove_job("discover")
@@ -228,6 +225,9 @@ class Daemon:
         try:
             self._start_server()
             self.app.sync_configured_alarms()
+            if self.config.alarms.recent.enabled:
+                # one round before the first poll, so even the first records carry the alarm context
+                self._guard("discover", self.app.discover)()
             self._schedule()
             self.app.metrics.set_scheduler_running(True)
             sdnotify.ready("polling")

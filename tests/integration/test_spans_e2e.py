@@ -1,0 +1,273 @@
+"""Spans end to end: simulator -> ``python -m exporter run`` -> rotel -> OtlpReceiver (decoded).
+
+Two alarms, real clock, ``poll.interval`` 1 s, ``retire_after`` 2 s, ``signals: [logs, spans]``:
+
+* B was closed long ago: its first read retires it, so it arrives as one alarm span (ERROR);
+* A is open: it arrives as slice spans parented to its (not yet sent) alarm span; the daemon is
+  stopped (SIGTERM) and started again on the same state file, A gets one more record (a slice
+  from the second process, same trace), then recovers and arrives as one alarm span (OK)
+  carrying the records both processes read.
+
+The ids are checked against the derivation written in docs/traces.md (recomputed here, not
+imported), and nothing is sent twice across the restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.simulator import SimAlarm, SimClock, Simulator
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.rotel import RotelCollector
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+S = 1_000_000_000
+OK, ERROR = 1, 2  # OTLP Status.code
+
+
+def trace_id_hex(alarm_id: str) -> str:
+    return hashlib.sha256(f"bk-otel-exporter/trace/{alarm_id}".encode()).digest()[:16].hex()
+
+
+def span_id_hex(alarm_id: str) -> str:
+    return hashlib.sha256(f"bk-otel-exporter/span/{alarm_id}".encode()).digest()[:8].hex()
+
+
+def slice_id_hex(alarm_id: str, first_uid: str) -> str:
+    return hashlib.sha256(f"bk-otel-exporter/slice/{alarm_id}/{first_uid}".encode()).digest()[:8].hex()
+
+
+class Daemon:
+    """``python -m exporter run`` as a subprocess; stderr kept in a file for failure messages."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BK_OTEL_EXPORTER_"))}
+
+    def start(self) -> None:
+        assert self.proc is None, "already running"
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "exporter", "run", "--config", str(self.config)],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not exit in time (then the test fails)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"daemon ignored SIGTERM for {timeout}s:\n{self.output()}") from None
+        return proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_until(what: str, check: Callable[[], bool], daemon: Daemon, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if daemon.proc is not None and daemon.proc.poll() is not None:
+            raise AssertionError(f"daemon exited ({daemon.proc.returncode}) waiting for {what}:\n{daemon.output()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; daemon log:\n{daemon.output()}")
+
+
+def of(items: list[dict[str, Any]], alarm_id: str) -> list[dict[str, Any]]:
+    return [i for i in items if i["attributes"].get("bk.alarm.id") == alarm_id]
+
+
+def alarm_spans(receiver: OtlpReceiver, alarm_id: str) -> list[dict[str, Any]]:
+    return [s for s in of(receiver.spans(), alarm_id) if s["attributes"].get("bk.span.role") == "alarm"]
+
+
+def slices(receiver: OtlpReceiver, alarm_id: str) -> list[dict[str, Any]]:
+    return [s for s in of(receiver.spans(), alarm_id) if s["attributes"].get("bk.span.role") == "slice"]
+
+
+def expected_events(sim: Simulator, alarm: SimAlarm) -> list[tuple[str, int, str]]:
+    """(operate, time_ns, message) of every flow record, oldest first (no CONVERGE runs here, so
+    get_event_log's rows are exactly the raw logs)."""
+    return [(r.operate, r.create_time * S, r.message) for r in sorted(sim.all_raw_logs(alarm.id), key=lambda r: r.seq)]
+
+
+def events_of(span: dict[str, Any]) -> list[tuple[str, int, str]]:
+    return [(e["name"], e["time_unix_nano"], e["attributes"]["message"]) for e in span["events"]]
+
+
+def check_slice(span: dict[str, Any], alarm_id: str) -> None:
+    first_uid = span["events"][0]["attributes"]["log.record.uid"]
+    assert span["trace_id"] == trace_id_hex(alarm_id)
+    assert span["span_id"] == slice_id_hex(alarm_id, first_uid)
+    assert span["parent_span_id"] == span_id_hex(alarm_id)
+    assert span["start_time_unix_nano"] == span["events"][0]["time_unix_nano"]
+    assert span["end_time_unix_nano"] == max(span["events"][-1]["time_unix_nano"], span["start_time_unix_nano"] + 1000)
+    assert span["status"]["code"] == 0
+
+
+def check_logs_link(receiver: OtlpReceiver, alarm_id: str) -> None:
+    logs = of(receiver.logs(), alarm_id)
+    assert logs
+    assert {(x["trace_id"], x["span_id"]) for x in logs} == {(trace_id_hex(alarm_id), span_id_hex(alarm_id))}
+
+
+def check_events_are_logs(receiver: OtlpReceiver, span: dict[str, Any]) -> None:
+    """Every event is one delivered log record: same uid, operate, time and body."""
+    by_uid = {x["attributes"]["log.record.uid"]: x for x in receiver.logs()}
+    for event in span["events"]:
+        log_record = by_uid[event["attributes"]["log.record.uid"]]
+        assert (log_record["event_name"], log_record["time_unix_nano"], log_record["body"]) == (
+            event["name"],
+            event["time_unix_nano"],
+            event["attributes"]["message"],
+        )
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(clock=SimClock.real()) as simulator:
+        yield simulator
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_spans_through_rotel_across_a_restart(
+    protocol: str, sim: Simulator, rotel_collector: RotelCollector, tmp_path: Path
+) -> None:
+    rotel, receiver = rotel_collector
+    now = int(sim.clock.now())
+    # B: closed long ago (its first read retires it). A: open.
+    b = sim.add_alarm(name="Disk full", severity=1, begin_time=now - 600, create_time=now - 590)
+    b.converge(at=now - 500)
+    b.ack(at=now - 400)
+    b.close(at=now - 300)
+    a = sim.add_alarm(name="CPU usage alarm", severity=2, begin_time=now - 130, create_time=now - 120)
+    a.converge(at=now - 60)
+    a.ack(at=now - 30)
+
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+bkmonitor:
+  base_url: {sim.base_url}
+  app_code: {sim.app_code}
+  app_secret: {sim.app_secret}
+  timeout: 5s
+  retry: {{max_attempts: 2, initial_backoff: 0.2, max_backoff: 1}}
+alarms:
+  ids: ["{a.id}", "{b.id}"]
+poll: {{interval: 1s, retire_after: 2s, jitter: 0}}
+export:
+  signals: [logs, spans]
+  endpoint: {endpoint}
+  protocol: {protocol}
+  timeout: 5s
+  retry: {{initial_backoff: 0.2, max_backoff: 1}}
+state: {{path: {tmp_path / "state.db"}}}
+server: {{listen: ""}}
+shutdown_timeout: 5s
+""",
+        encoding="utf-8",
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        # -- first process: B retires, A is open --------------------------------------------------
+        daemon.start()
+        wait_until(
+            "B's alarm span, A's slice and 7 log records",
+            lambda: bool(alarm_spans(receiver, b.id)) and bool(slices(receiver, a.id)) and len(receiver.logs()) >= 7,
+            daemon,
+        )
+        [b_span] = alarm_spans(receiver, b.id)
+        assert (b_span["trace_id"], b_span["span_id"], b_span["parent_span_id"]) == (
+            trace_id_hex(b.id),
+            span_id_hex(b.id),
+            "",
+        )
+        assert b_span["name"] == f"bk alarm {b.id}"  # followed by id: search_alert never named it
+        assert events_of(b_span) == expected_events(sim, b)
+        assert b_span["start_time_unix_nano"] == (now - 590) * S  # CREATE
+        assert b_span["end_time_unix_nano"] == (now - 300) * S  # CLOSE
+        assert b_span["status"]["code"] == ERROR and b_span["status"]["message"].startswith("CLOSE: ")
+        assert b_span["attributes"]["bk.alarm.status"] == "CLOSED"
+        assert slices(receiver, b.id) == []  # retired at its first read: nothing to show before
+        check_events_are_logs(receiver, b_span)
+        check_logs_link(receiver, b.id)
+
+        [a_first] = slices(receiver, a.id)
+        assert alarm_spans(receiver, a.id) == []  # open: no alarm span yet
+        check_slice(a_first, a.id)
+        assert events_of(a_first) == expected_events(sim, a)
+        check_events_are_logs(receiver, a_first)
+        check_logs_link(receiver, a.id)  # already the ids of the span to come
+
+        assert daemon.stop() == 0
+
+        # -- second process on the same state file ----------------------------------------------
+        a.converge(at=int(sim.clock.now()))
+        daemon.start()
+        wait_until("A's second slice", lambda: len(slices(receiver, a.id)) >= 2, daemon)
+        a_second = next(s for s in slices(receiver, a.id) if s["span_id"] != a_first["span_id"])
+        check_slice(a_second, a.id)
+        assert [e[0] for e in events_of(a_second)] == ["CONVERGE"]  # only what is new
+        assert a_second["trace_id"] == a_first["trace_id"]
+
+        a.recover()
+        wait_until("A's alarm span", lambda: bool(alarm_spans(receiver, a.id)), daemon)
+        [a_span] = alarm_spans(receiver, a.id)
+        assert (a_span["trace_id"], a_span["span_id"], a_span["parent_span_id"]) == (
+            trace_id_hex(a.id),
+            span_id_hex(a.id),
+            "",
+        )
+        # every record, both processes' reads, in time order
+        assert events_of(a_span) == expected_events(sim, a)
+        assert [e[0] for e in events_of(a_span)] == ["CREATE", "CONVERGE", "ACK", "CONVERGE", "RECOVER"]
+        assert a_span["start_time_unix_nano"] == (now - 120) * S
+        assert a_span["end_time_unix_nano"] == events_of(a_span)[-1][1]
+        assert a_span["status"]["code"] == OK
+        check_events_are_logs(receiver, a_span)
+        check_logs_link(receiver, a.id)
+
+        # one more poll and send: nothing may come twice
+        time.sleep(1.5)
+        assert daemon.stop() == 0
+        assert len(alarm_spans(receiver, a.id)) == 1 and len(alarm_spans(receiver, b.id)) == 1
+        a_slices = slices(receiver, a.id)
+        assert len({s["span_id"] for s in a_slices}) == len(a_slices)
+        for piece in a_slices:
+            check_slice(piece, a.id)
+        sliced = [e["attributes"]["log.record.uid"] for s in a_slices for e in s["events"]]
+        assert len(sliced) == len(set(sliced))  # a record is in at most one slice
+        uids = [x["attributes"]["log.record.uid"] for x in receiver.logs()]
+        assert len(uids) == len(set(uids)) == 9
+        assert {s["resource"]["service.name"] for s in receiver.spans()} == {"bk-otel-exporter"}
+    finally:
+        daemon.stop()
