@@ -98,8 +98,10 @@ class OnceReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when everything fetched was delivered; 1 when delivery or fetching failed."""
-        return 0 if (self.queued == 0 and self.cycle.ok and not self.drain.failed) else 1
+        """0 when everything fetched was delivered; 1 when delivery failed (queued or parked records)
+        or fetching failed (BlueKing errors: the records are read again next time)."""
+        delivered = self.queued == 0 and not self.drain.failed and self.drain.parked == 0
+        return 0 if (delivered and self.cycle.ok) else 1
 
 
 class App:

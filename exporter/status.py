@@ -29,7 +29,7 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
         followed = store.list_alarms()
         ended = store.list_alarms(("retired", "expired"))
         stats = store.outbox_stats()
-        return {
+        result: dict[str, Any] = {
             "store": store.path_or_url if not config.state.url else "postgresql (state.url)",
             "alarms": {
                 "followed": len(followed),
@@ -61,6 +61,10 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
             "last_successful_poll": _when(store.get_meta("last_poll_ok")),
             "last_successful_export": _when(store.get_meta("last_export_ok")),
         }
+        replicas = getattr(store, "replicas", None)
+        if callable(replicas):  # a shared store (state.url): the replicas seen recently, what each holds
+            result["replicas"] = replicas()
+        return result
     finally:
         store.close()
 
@@ -85,6 +89,8 @@ def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
         f"last successful poll:   {_ago(status['last_successful_poll'], now)}",
         f"last successful export: {_ago(status['last_successful_export'], now)}",
     ]
+    if status.get("replicas") is not None:
+        lines.extend(_render_replicas(status["replicas"], now))
     if alarms["list"]:
         lines.append("")
         lines.append(f"{'alarm':<20} {'phase':<8} {'source':<10} {'records':>7}  last error / name")
@@ -92,3 +98,21 @@ def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
             tail = a["last_error"] or a["name"] or ""
             lines.append(f"{a['id']:<20} {a['phase']:<8} {a['source']:<10} {a['records']:>7}  {tail[:80]}")
     return "\n".join(lines) + "\n"
+
+
+def _render_replicas(replicas: list[dict[str, Any]], now: float) -> list[str]:
+    """One line per replica: liveness, the alarms and outbox rows it holds a lease on right now,
+    the polls it completed, its roles."""
+    width = max([len("replica"), *(len(r["owner"]) for r in replicas)])
+    lines = [
+        "",
+        f"replicas seen in the last hour: {len(replicas)}, {sum(1 for r in replicas if r['alive'])} alive",
+        f"{'replica':<{width}} {'state':<7} {'seen':>6} {'alarms':>6} {'outbox':>6} {'polls':>8}  roles",
+    ]
+    for r in replicas:
+        state = "alive" if r["alive"] else ("stopped" if r["stopped_at"] else "lost")
+        lines.append(
+            f"{r['owner']:<{width}} {state:<7} {now - r['last_seen']:>5.0f}s {r['alarms_owned']:>6} "
+            f"{r['outbox_rows_owned']:>6} {r['polls']:>8}  {','.join(r['roles']) or '-'}"
+        )
+    return lines

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from exporter.bkmonitor.records import parse_event_log
 from exporter.errors import BkApiError, BkAuthError, BkNotFoundError
+from exporter.logsetup import RateLimitedLogger
 from exporter.mapping.logs import to_log_event
 from exporter.model import AlarmContext, FlowRecord, LogEvent
 from exporter.pipeline.lifecycle import TERMINAL_STATUSES, escalated, next_poll_time, terminal_time
@@ -128,6 +129,8 @@ class Poller:
         self.stop = stop or threading.Event()
         self._cycle_lock = threading.Lock()
         self._malformed_seen: set[str] = set()
+        self._limited = RateLimitedLogger(log, interval=60.0)
+        self._failing = False
         self._overflow_logged_at = 0.0
         if settings.timezone is None:
             from zoneinfo import ZoneInfo
@@ -182,8 +185,25 @@ class Poller:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
                 list(pool.map(work, due))
         if report.auth_error:
-            log.error("BlueKing refused our credentials; polling paused until the next cycle: %s", report.auth_error)
+            self._limited.error(
+                "auth", "BlueKing refused our credentials; polling paused until the next cycle: %s", report.auth_error
+            )
             self.metrics.auth_failure(report.auth_error)
+        else:
+            self._limited.reset("auth")
+        if report.failed:
+            self._failing = True
+            self._limited.warning(
+                "failed",
+                "get_event_log failed for %d of %d alarms this cycle (retried next cycle); first: %s",
+                report.failed,
+                len(due),
+                report.errors[0],
+            )
+        elif self._failing:
+            self._failing = False
+            self._limited.reset("failed")
+            log.info("get_event_log works again for every alarm polled")
 
     # -- one alarm ----------------------------------------------------------------------------------
     def poll_alarm(self, alarm: AlarmState) -> _AlarmOutcome:
@@ -201,7 +221,9 @@ class Poller:
         except BkAuthError:
             raise
         except BkApiError as exc:
-            log.warning("alarm %s: get_event_log failed: %s", alarm.alarm_id, exc)
+            # One line per alarm only at DEBUG: in an outage every alarm fails the same way; the
+            # cycle reports a rate-limited summary (run_cycle).
+            log.debug("alarm %s: get_event_log failed: %s", alarm.alarm_id, exc)
             self.store.commit_poll(
                 PollCommit(
                     alarm.alarm_id,

@@ -8,13 +8,15 @@ same transaction as the seen uids, the log records and the alarm's new phase:
   is built from all of them when the alarm retires, possibly days and restarts later;
 * the poll that **retires** the alarm (``phase`` becomes ``retired``): the alarm span, built from
   the stored events plus this poll's, queued under the outbox uid ``alarm:<id>``, and a marker row
-  saying it was sent. Atomic with the retirement, so it is queued exactly once: a crash before
+  (``SENT_MARKER``) saying it was sent; every event is then marked ``sliced`` ("already in a sent
+  span"). Atomic with the retirement, so it is queued exactly once: a crash before
   the commit redoes the poll (and builds the same span), a crash after it finds it queued, and the
   outbox's unique ``(kind, uid)`` refuses a replayed commit;
 * any other poll that found new records (the alarm is open, or closed and waiting out
   ``poll.retire_after``): one **slice span** carrying them (and any stored event not yet in a
   slice), parented to the alarm span's id; the events are marked ``sliced``. So an open alarm
-  shows up in a trace viewer within one poll interval, long before its span exists.
+  shows up in a trace viewer within one poll interval, long before its span exists. The records
+  of the poll that retires the alarm are in the alarm span only.
 
 An alarm followed again after it retired (discovery saw it reopen) keeps its alarm span (a span
 is immutable and its id is taken): its later records travel in slice spans only.
@@ -43,8 +45,9 @@ __all__ = ["SENT_MARKER", "SpanPlanner", "event_from_json", "event_to_json"]
 
 log = logging.getLogger(__name__)
 
-#: The ``span_events`` row recording that the alarm span was queued. Not a record uid (those are
-#: 32 hex digits), so it can never clash with one.
+#: The uid of the ``span_events`` row recording that the alarm span was queued (its payload is
+#: ``{"span": <outbox uid>}``, not an event). Not a record uid (those are 32 hex digits), so it
+#: can never clash with one.
 SENT_MARKER = "~alarm-span-sent"
 
 

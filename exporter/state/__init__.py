@@ -29,7 +29,17 @@ def open_store(path: str, *, url: str | None = None, max_queued: int = 1_000_000
     if url:
         from exporter.errors import StateError
 
-        raise StateError("state.url: the shared PostgreSQL store is not available in this build")
+        try:
+            from exporter.state.postgres import PostgresStateStore
+        except ImportError as exc:
+            # psycopg absent (ModuleNotFoundError), or present without a libpq to load
+            if not (exc.name or "").startswith("psycopg") and "libpq" not in str(exc) and "pq wrapper" not in str(exc):
+                raise
+            raise StateError(
+                "state.url: the PostgreSQL driver (psycopg 3) is not installed; "
+                "pip install 'bk-otel-exporter[postgres]'"
+            ) from None
+        return PostgresStateStore(url, max_queued=max_queued, lease=lease)
     from exporter.state.sqlite import SqliteStateStore
 
     return SqliteStateStore(path, max_queued=max_queued)

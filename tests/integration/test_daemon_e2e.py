@@ -55,19 +55,29 @@ def expected(sim: Simulator, alarms: list[SimAlarm]) -> dict[str, dict[str, Any]
         data = sim.visible_records(alarm.id)
         parsed = parse_event_log(alarm.id, data, tz=ZoneInfo("Asia/Shanghai"), observed_ns=0)
         assert not parsed.malformed
-        for rec, raw in zip(parsed.records, data):
+        for rec, raw in zip(parsed.records, data, strict=True):
             out[rec.uid] = {"alarm": alarm.id, **raw}
     return out
 
 
 def config(sim: Simulator, endpoint: str, protocol: str, state: Path, ids: list[str], **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "bkmonitor": {"base_url": sim.base_url, "app_code": "bk-otel-test", "app_secret": "${TEST_BK_SECRET}",
-                      "rate_limit": 0, "retry": {"initial_backoff": "100ms", "max_backoff": "500ms"}},
+        "bkmonitor": {
+            "base_url": sim.base_url,
+            "app_code": "bk-otel-test",
+            "app_secret": "${TEST_BK_SECRET}",
+            "rate_limit": 0,
+            "retry": {"initial_backoff": "100ms", "max_backoff": "500ms"},
+        },
         "alarms": {"ids": ids},
         "poll": {"interval": "1s", "retire_after": "1h", "jitter": 0},
-        "export": {"endpoint": endpoint, "protocol": protocol, "compression": "gzip", "timeout": "5s",
-                   "headers": {"authorization": "Bearer otlp-token-xyz"}},
+        "export": {
+            "endpoint": endpoint,
+            "protocol": protocol,
+            "compression": "gzip",
+            "timeout": "5s",
+            "headers": {"authorization": "Bearer otlp-token-xyz"},
+        },
         "state": {"path": str(state)},
         "server": {"listen": ""},
         "shutdown_timeout": "10s",
@@ -116,7 +126,10 @@ def test_every_record_once_with_contract_fields(
     }
     # severity: no search_alert context for configured ids -> problem records WARN, the rest INFO
     assert {(r["event_name"], r["severity_text"], r["severity_number"]) for r in logs} >= {
-        ("CREATE", "WARN", 13), ("RECOVER", "INFO", 9), ("ACK", "INFO", 9), ("ACTION", "INFO", 9),
+        ("CREATE", "WARN", 13),
+        ("RECOVER", "INFO", 9),
+        ("ACK", "INFO", 9),
+        ("ACTION", "INFO", 9),
     }
     resource = logs[0]["resource"]
     assert resource["service.name"] == "bk-otel-exporter"
@@ -131,8 +144,9 @@ def test_restart_resumes_without_resending(sim: Simulator, rotel_collector: Rote
     rotel, receiver = rotel_collector
     alarms = story(sim)
     want = expected(sim, alarms)
-    path = write_config(tmp_path / "c.yaml", config(sim, rotel.grpc_endpoint, "grpc", tmp_path / "s.db",
-                                                    [a.id for a in alarms]))
+    path = write_config(
+        tmp_path / "c.yaml", config(sim, rotel.grpc_endpoint, "grpc", tmp_path / "s.db", [a.id for a in alarms])
+    )
     with Daemon(path, env=ENV):
         receiver.wait_for_logs(len(want), timeout=20)
     alarms[0].log("CLOSE", "closed by admin", at=T0 + 500)
@@ -147,21 +161,27 @@ def test_legacy_server_extend_info_and_uid_stable_across_runs(rotel_collector: R
     rotel, receiver = rotel_collector
     with Simulator(app_code="bk-otel-test", app_secret=SECRET, clock=SimClock.real(), legacy=True) as sim:
         alarm = sim.add_alarm(name="CPU", severity=1, begin_time=T0, create_time=T0)
-        alarm.log("CONVERGE", "converged 50 points", at=T0 + 60, extend_info={
-            "process_time": {"max": 1583914154, "min": 1583911227},
-            "data_time": {"max": 1583914020, "min": 1583911080},
-            "anomaly_count": 50,
-            "anomaly_record": {},
-        })
+        alarm.log(
+            "CONVERGE",
+            "converged 50 points",
+            at=T0 + 60,
+            extend_info={
+                "process_time": {"max": 1583914154, "min": 1583911227},
+                "data_time": {"max": 1583914020, "min": 1583911080},
+                "anomaly_count": 50,
+                "anomaly_record": {},
+            },
+        )
         alarm.log("ANOMALY_NOTICE", "notice sent", at=T0 + 61, extend_info={"action": {"id": 7, "way": ["mail"]}})
         runs: list[list[str]] = []
         for n in range(2):  # two independent "hosts": separate state files, `once` each
-            path = write_config(tmp_path / f"c{n}.yaml", config(sim, rotel.grpc_endpoint, "grpc",
-                                                                tmp_path / f"s{n}.db", [alarm.id]))
+            path = write_config(
+                tmp_path / f"c{n}.yaml", config(sim, rotel.grpc_endpoint, "grpc", tmp_path / f"s{n}.db", [alarm.id])
+            )
             done = run_cli(["once", "--config", str(path)], env=ENV)
             assert done.returncode == 0, done.stderr
             logs = receiver.wait_for_logs(3 * (n + 1), timeout=10)
-            runs.append(sorted(r["attributes"]["log.record.uid"] for r in logs[3 * n:]))
+            runs.append(sorted(r["attributes"]["log.record.uid"] for r in logs[3 * n :]))
     assert runs[0] == runs[1]
     converge = next(r for r in receiver.logs() if r["event_name"] == "CONVERGE")
     attrs = converge["attributes"]
@@ -176,8 +196,10 @@ def test_legacy_server_extend_info_and_uid_stable_across_runs(rotel_collector: R
 def test_http_gzip_and_headers_reach_the_backend(sim: Simulator, otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
     """Pointed straight at the receiver: our own gzip and headers are visible on the wire."""
     alarms = story(sim)[:1]
-    path = write_config(tmp_path / "c.yaml", config(sim, otlp_receiver.http_endpoint, "http/protobuf",
-                                                    tmp_path / "s.db", [a.id for a in alarms]))
+    path = write_config(
+        tmp_path / "c.yaml",
+        config(sim, otlp_receiver.http_endpoint, "http/protobuf", tmp_path / "s.db", [a.id for a in alarms]),
+    )
     done = run_cli(["once", "--config", str(path)], env=ENV)
     assert done.returncode == 0, done.stderr
     assert otlp_receiver.logs()
@@ -186,13 +208,23 @@ def test_http_gzip_and_headers_reach_the_backend(sim: Simulator, otlp_receiver: 
     assert request.headers.get("authorization") == "Bearer otlp-token-xyz"
 
 
-def test_once_exits_1_and_keeps_records_when_backend_is_down(sim: Simulator, otlp_receiver: OtlpReceiver,
-                                                             tmp_path: Path) -> None:
+def test_once_exits_1_and_keeps_records_when_backend_is_down(
+    sim: Simulator, otlp_receiver: OtlpReceiver, tmp_path: Path
+) -> None:
     alarms = story(sim)[:1]
     want = expected(sim, alarms)
     otlp_receiver.mode = "unavailable"
-    path = write_config(tmp_path / "c.yaml", config(sim, otlp_receiver.grpc_endpoint, "grpc", tmp_path / "s.db",
-                                                    [a.id for a in alarms], export={"timeout": "2s"}))
+    path = write_config(
+        tmp_path / "c.yaml",
+        config(
+            sim,
+            otlp_receiver.grpc_endpoint,
+            "grpc",
+            tmp_path / "s.db",
+            [a.id for a in alarms],
+            export={"timeout": "2s"},
+        ),
+    )
     first = run_cli(["once", "--config", str(path)], env=ENV)
     assert first.returncode == 1, first.stderr
     status = run_cli(["status", "--config", str(path), "--json"], env=ENV)

@@ -37,10 +37,16 @@ def sim() -> Iterator[Simulator]:
 
 def make_config(sim: Simulator, endpoint: str, state: Path, **extra: Any) -> Config:
     raw: dict[str, Any] = {
-        "bkmonitor": {"base_url": sim.base_url, "app_code": "bk-otel-test", "app_secret": SECRET, "rate_limit": 0,
-                      "retry": {"initial_backoff": "50ms", "max_backoff": "200ms"}},
-        "alarms": {"recent": {"enabled": True, "bk_biz_ids": [2, 3], "lookback": "1h", "interval": "30s",
-                              "page_size": 2}},
+        "bkmonitor": {
+            "base_url": sim.base_url,
+            "app_code": "bk-otel-test",
+            "app_secret": SECRET,
+            "rate_limit": 0,
+            "retry": {"initial_backoff": "50ms", "max_backoff": "200ms"},
+        },
+        "alarms": {
+            "recent": {"enabled": True, "bk_biz_ids": [2, 3], "lookback": "1h", "interval": "30s", "page_size": 2}
+        },
         "poll": {"interval": "30s", "retire_after": "2m", "jitter": 0, "full_reread_interval": "10m"},
         "export": {"endpoint": endpoint, "protocol": "grpc", "timeout": "5s"},
         "state": {"path": str(state)},
@@ -115,7 +121,11 @@ def test_three_businesses_two_followed_lifecycle_and_economy(
     for r in by_alarm[pay.id]:
         a = r["attributes"]
         assert (a["bk.biz.id"], a["bk.alarm.name"], a["bk.strategy.id"], a["bk.strategy.name"]) == (
-            3, "Payments latency", 99, "p99")
+            3,
+            "Payments latency",
+            99,
+            "p99",
+        )
         assert a["bk.alarm.severity"] == 3 and a["bk.alarm.status"] == "ABNORMAL"
     cpu_logs = {r["event_name"]: r for r in by_alarm[cpu.id]}
     assert cpu_logs["CREATE"]["attributes"]["bk.alarm.dimension.ip"] == "10.0.0.1"
@@ -155,9 +165,7 @@ def test_restart_does_not_reread_history_or_reannounce(
     assert sim.calls("get_event_log") == reads + 1, "only the changed alarm is read after the restart"
 
 
-def test_daemon_with_discovery_delivers_context(
-    rotel_collector: RotelCollector, tmp_path: Path
-) -> None:
+def test_daemon_with_discovery_delivers_context(rotel_collector: RotelCollector, tmp_path: Path) -> None:
     rotel, receiver = rotel_collector
     with Simulator(app_code="bk-otel-test", app_secret=SECRET, clock=SimClock.real()) as sim:
         a = sim.add_alarm(bk_biz_id=2, name="CPU", severity=1)

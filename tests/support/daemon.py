@@ -30,10 +30,16 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def run_cli(args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """Run one CLI command to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=timeout, env=_env(env),
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(env),
         cwd=ROOT,
     )
 
@@ -52,7 +58,11 @@ class Daemon:
         self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, text=True, env=_env(self.env), cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(self.env),
+            cwd=ROOT,
         )
         return self
 

@@ -573,9 +573,7 @@ class OtlpReceiver:
         status: str,
         error: str,
     ) -> None:
-        info = RequestInfo(
-            transport, signal, encoding not in ("", "identity"), dict(headers), 0, False, status, error
-        )
+        info = RequestInfo(transport, signal, encoding not in ("", "identity"), dict(headers), 0, False, status, error)
         with self._cond:
             self.requests.append(info)
             self._cond.notify_all()

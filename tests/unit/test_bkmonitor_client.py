@@ -351,20 +351,12 @@ ENVELOPE_CASES = [
         GW_RID,
         id="1640001-http-200-status-rewrite",
     ),
-    pytest.param(
-        [gw_error(403, 1640301, "APP_NO_PERMISSION")], BkAuthError, 1, 1640301, 403, GW_RID, id="1640301"
-    ),
-    pytest.param(
-        [gw_error(404, 1640401, "API_NOT_FOUND")], BkResponseError, 1, 1640401, 404, GW_RID, id="1640401"
-    ),
+    pytest.param([gw_error(403, 1640301, "APP_NO_PERMISSION")], BkAuthError, 1, 1640301, 403, GW_RID, id="1640301"),
+    pytest.param([gw_error(404, 1640401, "API_NOT_FOUND")], BkResponseError, 1, 1640401, 404, GW_RID, id="1640401"),
     pytest.param([read_timeout], BkTransportError, 4, None, None, "ours", id="read-timeout"),
-    pytest.param(
-        [requests.ConnectTimeout("connect")], BkTransportError, 4, None, None, "ours", id="conn-timeout"
-    ),
+    pytest.param([requests.ConnectTimeout("connect")], BkTransportError, 4, None, None, "ours", id="conn-timeout"),
     pytest.param([connection_refused], BkTransportError, 4, None, None, "ours", id="connection-refused"),
-    pytest.param(
-        [connection_refused, read_timeout, ok([RECORD])], "ok", 3, None, None, None, id="transport-then-ok"
-    ),
+    pytest.param([connection_refused, read_timeout, ok([RECORD])], "ok", 3, None, None, None, id="transport-then-ok"),
     pytest.param(
         [requests.exceptions.ChunkedEncodingError("truncated")],
         BkTransportError,
@@ -377,9 +369,7 @@ ENVELOPE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("script", "expected", "attempts", "code", "http_status", "request_id"), ENVELOPE_CASES
-)
+@pytest.mark.parametrize(("script", "expected", "attempts", "code", "http_status", "request_id"), ENVELOPE_CASES)
 def test_envelope_cases_through_client(
     harness: Callable[..., Harness],
     script: list[Step],
@@ -459,9 +449,7 @@ def test_rate_limit_retry_after_wins_over_shorter_backoff() -> None:
     assert policy.delay(0, BkRateLimitError("x", retry_after=999.0), lambda: 0.0) == 150.0
 
 
-def test_retries_are_logged_with_context(
-    harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_retries_are_logged_with_context(harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     h = harness([esb_error(1306201), ok([])])
     h.client.get_event_log("17180000005819837")
@@ -474,9 +462,7 @@ def test_retries_are_logged_with_context(
     assert isinstance(lines[0].args, tuple) and lines[0].args  # lazy %-formatting
 
 
-def test_final_failure_is_raised_not_logged(
-    harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_final_failure_is_raised_not_logged(harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     h = harness([esb_error(1306000, "APP Secret verification failed")])
     with pytest.raises(BkAuthError, match="APP Secret verification failed"):
@@ -866,9 +852,7 @@ def test_urllib3_debug_lines_are_redacted_in_params_mode(caplog: pytest.LogCaptu
     pool_logger = logging.getLogger("urllib3.connectionpool")
     before = list(pool_logger.filters)
     client = BkClient(make_settings(auth_in="params"), session=requests.Session())
-    pool_logger.debug(
-        '%s://%s:%s "%s %s %s" %s %s', "https", "paas", 443, "GET", f"/x?bk_app_secret={SECRET}", 1, 2, 3
-    )
+    pool_logger.debug('%s://%s:%s "%s %s %s" %s %s', "https", "paas", 443, "GET", f"/x?bk_app_secret={SECRET}", 1, 2, 3)
     client.close()
     assert SECRET not in caplog.text
     assert "bk_app_secret=***" in caplog.text
