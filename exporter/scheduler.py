@@ -66,6 +66,9 @@ class Daemon:
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600}
         )
         self.scheduler.add_listener(self._job_failed, EVENT_JOB_ERROR)
+        # "skipped: maximum number of running instances reached" and missed-run notices are the
+        # intended effect of max_instances=1/coalesce (a slow export during an outage), not news.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._stop_requested = threading.Event()
         self._reload_requested = threading.Event()
         self._busy = 0
@@ -134,8 +137,8 @@ class Daemon:
 
     def _poll_job(self) -> None:
         report = self.app.poll()
-        if report.new_records:
-            self.app.send()
+        if report.new_records or report.retired:
+            self._wake("send")
         if report.polled or report.auth_error:
             log.info(
                 "poll cycle: %d alarms read, %d new records, %d malformed, %d retired, %d failed%s; %d queued",
@@ -147,6 +150,14 @@ class Daemon:
                 f", overflow {report.overflow}" if report.overflow else "",
                 self.app.store.outbox_stats().depth,
             )
+
+    def _wake(self, job_id: str) -> None:
+        """Run a job now instead of at its next tick (the send job never runs on the poll thread:
+        during an outage an export blocks for up to export.timeout)."""
+        try:
+            self.scheduler.modify_job(job_id, next_run_time=datetime.now(timezone.utc))
+        except Exception:  # noqa: S110 - not scheduled (stopping): its next tick or the final flush sends
+            log.debug("could not wake job %s", job_id, exc_info=True)
 
     def _discover_job(self) -> None:
         report = self.app.discover()

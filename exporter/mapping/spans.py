@@ -38,6 +38,7 @@ __all__ = [
     "alarm_span",
     "alarm_span_uid",
     "alarm_status",
+    "epoch_ns",
     "event_uid",
     "slice_span",
     "slice_span_uid",
@@ -52,6 +53,15 @@ ROLE_ATTRIBUTE = "bk.span.role"
 
 _TERMINAL_STATUS = {"RECOVER": "RECOVERED", "SYSTEM_RECOVER": "RECOVERED", "CLOSE": "CLOSED", "SYSTEM_CLOSE": "CLOSED"}
 _MIN_SLICE_NS = 1_000  # a zero-length span renders as nothing in Jaeger; 1 µs is its resolution
+_MAX_NS = 2**63  # OTLP times are fixed64; keep clear of the sign bit some backends read
+
+
+def epoch_ns(seconds: int | float | None) -> int | None:
+    """search_alert epoch seconds as nanoseconds, or None when absent or not a usable time."""
+    if not seconds or seconds < 0:
+        return None
+    ns = int(seconds * 1_000_000_000)
+    return ns if ns < _MAX_NS else None
 
 
 def span_event(record: FlowRecord) -> SpanEventData:
@@ -126,10 +136,11 @@ def alarm_span(alarm_id: str, ctx: AlarmContext | None, events: Sequence[SpanEve
     among ``events`` (an alarm that search_alert reported over)."""
     ordered = _ordered(events)
     create = next((e for e in ordered if e.name == "CREATE"), None)
+    begin = epoch_ns(ctx.begin_time) if ctx is not None else None
     if create is not None:
         start = create.timestamp_ns
-    elif ctx is not None and ctx.begin_time:
-        start = ctx.begin_time * 1_000_000_000
+    elif begin is not None:
+        start = begin
     elif ordered:
         start = ordered[0].timestamp_ns
     else:
@@ -140,7 +151,7 @@ def alarm_span(alarm_id: str, ctx: AlarmContext | None, events: Sequence[SpanEve
     if last is not None:
         # The span is sent after the alarm ended: its status is that of the end, whatever
         # search_alert said when the alarm was discovered.
-        attrs["bk.alarm.status"] = _TERMINAL_STATUS[last.name]
+        attrs["bk.alarm.status"] = _TERMINAL_STATUS.get(last.name, "CLOSED")
     code, message = alarm_status(ordered, ctx)
     return SpanRecord(
         uid=alarm_span_uid(alarm_id),

@@ -23,10 +23,30 @@ __all__ = ["TERMINAL_STATUSES", "escalated", "next_poll_time", "severity_in", "t
 TERMINAL_STATUSES = frozenset({"RECOVERED", "CLOSED"})
 
 
+#: Records that mean the alarm is (again) a problem. Notifications (ACTION) and ACKs that come
+#: after a RECOVER are late news about the old episode and do not reopen it.
+_REOPENING = frozenset({"CREATE", "CONVERGE", "SEVERITY_UP", "ABORT_RECOVER", "EVENT_DROP"})
+
+
 def terminal_time(records: Iterable[FlowRecord], now: float) -> float | None:
-    """When the alarm ended according to its records, or None while it is open."""
-    ends = [r.create_time_ns / 1e9 for r in records if r.operate in TERMINAL_OPERATES]
-    return min(max(ends), now) if ends else None
+    """When the alarm ended according to its records, or None while it is open.
+
+    An alarm whose newest problem record is newer than its newest terminal record was reopened
+    and is open again.
+    """
+    ends: list[float] = []
+    problems: list[float] = []
+    for r in records:
+        if r.operate in TERMINAL_OPERATES:
+            ends.append(r.create_time_ns / 1e9)
+        elif r.operate in _REOPENING:
+            problems.append(r.create_time_ns / 1e9)
+    if not ends:
+        return None
+    last_end = max(ends)
+    if problems and max(problems) > last_end:
+        return None
+    return min(last_end, now)
 
 
 def next_poll_time(now: float, interval: float, jitter: float, rng: Callable[[], float] = random.random) -> float:

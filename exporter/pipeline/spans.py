@@ -37,7 +37,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from exporter.mapping.spans import alarm_span, slice_span, span_event
+from exporter.mapping.spans import alarm_span, epoch_ns, slice_span, span_event
 from exporter.model import AlarmContext, FlowRecord, SpanEventData, SpanRecord
 from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StateStore, StoredSpanEvent
 
@@ -115,10 +115,10 @@ def _stored(uid: str, event: SpanEventData) -> StoredSpanEvent:
 
 def _end_ns(alarm: AlarmState, ctx: AlarmContext, events: Sequence[SpanEventData], now: float) -> int:
     """Where the alarm span ends when no terminal record is among its events (alarm_span prefers one)."""
-    if alarm.terminal_at is not None:
-        return int(alarm.terminal_at * 1e9)
-    if ctx.end_time:
-        return ctx.end_time * 1_000_000_000
+    for seconds in (alarm.terminal_at, ctx.end_time):
+        ns = epoch_ns(seconds)
+        if ns is not None:
+            return ns
     if events:
         return max(e.timestamp_ns for e in events)
     return int(now * 1e9)

@@ -5,8 +5,9 @@ Two alarms, real clock, ``poll.interval`` 1 s, ``retire_after`` 2 s, ``signals: 
 * B was closed long ago: its first read retires it, so it arrives as one alarm span (ERROR);
 * A is open: it arrives as slice spans parented to its (not yet sent) alarm span; the daemon is
   stopped (SIGTERM) and started again on the same state file, A gets one more record (a slice
-  from the second process, same trace), then recovers and arrives as one alarm span (OK)
-  carrying the records both processes read.
+  from the second process, same trace); then the collector goes down, A recovers and retires
+  (its alarm span waits in the outbox), the daemon is SIGKILLed; collector and daemon come back
+  and A's alarm span (OK) arrives once, carrying the records all three processes read.
 
 The ids are checked against the derivation written in docs/traces.md (recomputed here, not
 imported), and nothing is sent twice across the restart.
@@ -17,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,13 @@ class Daemon:
                 stderr=err,
             )
 
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not exit in time (then the test fails)."""
         proc, self.proc = self.proc, None
@@ -100,6 +110,14 @@ def wait_until(what: str, check: Callable[[], bool], daemon: Daemon, timeout: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; daemon log:\n{daemon.output()}")
 
 
+def queued(state: Path, alarm_id: str) -> tuple[str, list[str]]:
+    """The alarm's phase and its outbox rows (kind:uid), read from the daemon's state file."""
+    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)) as db:
+        phase = db.execute("SELECT phase FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
+        rows = db.execute("SELECT kind, uid FROM outbox WHERE alarm_id = ? ORDER BY seq", (alarm_id,)).fetchall()
+    return (phase[0] if phase else ""), [f"{kind}:{uid}" for kind, uid in rows]
+
+
 def of(items: list[dict[str, Any]], alarm_id: str) -> list[dict[str, Any]]:
     return [i for i in items if i["attributes"].get("bk.alarm.id") == alarm_id]
 
@@ -115,7 +133,8 @@ def slices(receiver: OtlpReceiver, alarm_id: str) -> list[dict[str, Any]]:
 def expected_events(sim: Simulator, alarm: SimAlarm) -> list[tuple[str, int, str]]:
     """(operate, time_ns, message) of every flow record, oldest first (no CONVERGE runs here, so
     get_event_log's rows are exactly the raw logs)."""
-    return [(r.operate, r.create_time * S, r.message) for r in sorted(sim.all_raw_logs(alarm.id), key=lambda r: r.seq)]
+    logs = sorted(sim.all_raw_logs(alarm.id), key=lambda r: (r.create_time, r.seq))
+    return [(r.operate, r.create_time * S, r.message) for r in logs]
 
 
 def events_of(span: dict[str, Any]) -> list[tuple[str, int, str]]:
@@ -239,7 +258,24 @@ shutdown_timeout: 5s
         assert [e[0] for e in events_of(a_second)] == ["CONVERGE"]  # only what is new
         assert a_second["trace_id"] == a_first["trace_id"]
 
+        wait_until("A's 8th log record", lambda: len(receiver.logs()) >= 8, daemon)
+
+        # -- collector down; A retires; SIGKILL with the alarm span still queued ------------------
+        rotel.kill()
         a.recover()
+        state = tmp_path / "state.db"
+
+        def retired_and_queued() -> bool:
+            phase, rows = queued(state, a.id)
+            return phase == "retired" and f"spans:alarm:{a.id}" in rows
+
+        wait_until("A retired, its alarm span queued", retired_and_queued, daemon)
+        daemon.kill()
+        assert alarm_spans(receiver, a.id) == []
+
+        # -- third process, collector back: the queued span is delivered, once --------------------
+        rotel.restart()
+        daemon.start()
         wait_until("A's alarm span", lambda: bool(alarm_spans(receiver, a.id)), daemon)
         [a_span] = alarm_spans(receiver, a.id)
         assert (a_span["trace_id"], a_span["span_id"], a_span["parent_span_id"]) == (
@@ -247,11 +283,11 @@ shutdown_timeout: 5s
             span_id_hex(a.id),
             "",
         )
-        # every record, both processes' reads, in time order
+        # every record, the three processes' reads, in time order
         assert events_of(a_span) == expected_events(sim, a)
         assert [e[0] for e in events_of(a_span)] == ["CREATE", "CONVERGE", "ACK", "CONVERGE", "RECOVER"]
         assert a_span["start_time_unix_nano"] == (now - 120) * S
-        assert a_span["end_time_unix_nano"] == events_of(a_span)[-1][1]
+        assert a.end_time is not None and a_span["end_time_unix_nano"] == a.end_time * S  # RECOVER
         assert a_span["status"]["code"] == OK
         check_events_are_logs(receiver, a_span)
         check_logs_link(receiver, a.id)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.mapping.spans import alarm_span, alarm_status, slice_span, span_event
+from exporter.mapping.spans import alarm_span, alarm_status, epoch_ns, slice_span, span_event
 from exporter.model import AlarmContext, FlowRecord, SpanEventData, SpanRecord
 
 ALARM = "17180000005819837"
@@ -112,6 +112,9 @@ def test_span_event_passes_unknown_operates_through() -> None:
         ("never ends before it starts", BARE, [("CREATE", 100), ("RECOVER", 50)], 0, 100, 100),
         ("end_ns before start", CTX, [("CREATE", 100)], (T0 + 50) * S, 100, 100),
         ("no events at all", BARE, [], (T0 + 7) * S, 7, 7),
+        # a begin_time no OTLP timestamp can hold (garbage from the API) is ignored
+        ("begin_time far too late", AlarmContext(ALARM, begin_time=33871299629796568), [("ACK", 60)], 0, 60, 60),
+        ("begin_time negative", AlarmContext(ALARM, begin_time=-5), [("ACK", 60)], 0, 60, 60),
     ],
 )
 def test_alarm_span_times(
@@ -119,6 +122,14 @@ def test_alarm_span_times(
 ) -> None:
     span = alarm_span(ALARM, ctx, [event(op, T0 + dt) for op, dt in events], end_ns=end_ns)
     assert (span.start_ns, span.end_ns) == ((T0 + start) * S, (T0 + end) * S), title
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(None, None), (0, None), (-1, None), (T0, T0 * S), (1.5, 1_500_000_000), (2**63 // S + 1, None)],
+)
+def test_epoch_ns(seconds: float | None, expected: int | None) -> None:
+    assert epoch_ns(seconds) == expected
 
 
 def test_alarm_span_fields() -> None:
