@@ -1,7 +1,14 @@
-"""Wiring: a validated Config in, a ready pipeline out (store, client, sink, poller, sender).
+"""Wiring: a validated Config in, a ready pipeline out (store, source, mapper, sink, poller, sender).
 
 This is the only place that knows how the parts fit together; ``cli`` and ``scheduler`` use it,
 tests and the demo build it with injected parts (a simulator URL, a memory sink).
+
+The source, the mapper and the sink are the plugins ``plugins.source``, ``plugins.mapper`` and
+``plugins.sink`` name (:mod:`exporter.plugins`; by default ``bkmonitor``, ``default``, ``otlp``:
+the BlueKing client, the CONTRACT.md mapping and OTLP from ``export.*``). A plugin sink sits
+behind :class:`~exporter.sinks.guard.GuardedSink` (an exception is a RETRY), the mapper behind
+:class:`~exporter.mappers.base.GuardedMapper` (an exception fails that alarm's poll, nothing is
+committed); ``export.console`` adds the console sink beside any sink but ``console``.
 """
 
 from __future__ import annotations
@@ -11,73 +18,64 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from exporter.bkmonitor.client import BkClient, BkClientSettings
 from exporter.config import Config
+from exporter.mappers.base import GuardedMapper, Mapper, guarded
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext
 from exporter.pipeline.discovery import Discoverer, DiscoveryReport, DiscoverySettings
 from exporter.pipeline.poller import CycleReport, Poller, PollSettings
 from exporter.pipeline.sender import DrainReport, Sender, SenderSettings
+from exporter.plugins import PluginContext, create_plugin
 from exporter.sinks.base import Sink
+from exporter.sources.base import Source
+from exporter.sources.bkmonitor import client_settings
 from exporter.state import StateStore, open_store
 from exporter.state.base import PollCommit
 
-__all__ = ["App", "OnceReport", "build_sink", "client_settings"]
+__all__ = ["App", "OnceReport", "build_mapper", "build_sink", "build_source", "client_settings"]
 
 log = logging.getLogger(__name__)
 
 
-def client_settings(config: Config) -> BkClientSettings:
-    bk = config.bkmonitor
-    secret = bk.app_secret.get_secret_value() if bk.app_secret else ""
-    return BkClientSettings(
-        base_url=bk.base_url,
-        app_code=bk.app_code,
-        app_secret=secret,
-        username=bk.username,
-        bk_token=bk.bk_token.get_secret_value() if bk.bk_token else None,
-        auth_in=bk.auth_in,
-        language=bk.language,
-        timeout=bk.timeout,
-        verify_tls=bk.verify_tls,
-        ca_file=bk.ca_file,
-        max_concurrency=bk.max_concurrency,
-        rate_limit=bk.rate_limit,
-        max_attempts=bk.retry.max_attempts,
-        initial_backoff=bk.retry.initial_backoff,
-        max_backoff=bk.retry.max_backoff,
-    )
+def _plugin(kind: str, context: PluginContext) -> Any:
+    ref = getattr(context.config.plugins, kind)
+    return create_plugin(kind, ref.name, ref.options, context)
 
 
-def build_sink(config: Config, instance_id: str) -> Sink:
-    """The OTLP sink, with the console sink beside it when ``export.console`` is set."""
+def build_source(context: PluginContext) -> Source:
+    """The ``plugins.source`` source (by default the BlueKing client)."""
+    source: Source = _plugin("source", context)
+    return source
+
+
+def build_mapper(context: PluginContext) -> GuardedMapper:
+    """The ``plugins.mapper`` mapper, guarded (by default CONTRACT.md's)."""
+    mapper: Mapper = _plugin("mapper", context)
+    return guarded(mapper, context.config.plugins.mapper.name)
+
+
+def build_sink(config: Config, instance_id: str, *, context: PluginContext | None = None) -> Sink:
+    """The ``plugins.sink`` sink (by default OTLP from ``export.*``), guarded, with the console sink
+    beside it when ``export.console`` is set."""
     from exporter.sinks.fanout import FanoutSink
-    from exporter.sinks.otlp import OtlpSettings, OtlpSink, default_resource_attributes
+    from exporter.sinks.guard import GuardedSink
 
-    ex = config.export
-    resource = default_resource_attributes(ex.service_name, instance_id)
-    resource.update(ex.resource_attributes)
-    resource["service.name"] = ex.service_name
-    sink: Sink = OtlpSink(
-        OtlpSettings(
-            endpoint=ex.endpoint,
-            protocol=ex.protocol,
-            headers=dict(ex.headers),
-            compression=ex.compression,
-            timeout=ex.timeout,
-            insecure=ex.insecure,
-            ca_file=ex.ca_file,
-            client_cert_file=ex.client_cert_file,
-            client_key_file=ex.client_key_file,
-            resource=resource,
-        )
-    )
-    if ex.console:
+    context = context or PluginContext(config, instance_id=instance_id)
+    name = config.plugins.sink.name
+    sink: Sink = GuardedSink(_plugin("sink", context), name)
+    if config.export.console and name != "console":
         from exporter.sinks.console import ConsoleSink
 
-        sink = FanoutSink(sink, [ConsoleSink()])
+        sink = FanoutSink(sink, [GuardedSink(ConsoleSink())])
+    return sink
+
+
+def _built(sink: Sink | None) -> Sink:
+    if sink is None:  # pragma: no cover - _build_plugins(with_sink=True) always builds one
+        raise RuntimeError("no sink was built")
     return sink
 
 
@@ -105,7 +103,7 @@ class OnceReport:
 
 
 class App:
-    """The assembled pipeline. ``close()`` releases the store, the client and the sink."""
+    """The assembled pipeline. ``close()`` releases the store, the source and the sink."""
 
     def __init__(
         self,
@@ -128,11 +126,12 @@ class App:
             url=config.state.url.get_secret_value() if config.state.url else None,
             max_queued=config.state.max_queued_records,
             lease=config.state.lease,
+            exclusive=True,  # one exporter per state file (status reads it without the lock)
         )
         try:
             self.instance_id = self.store.get_meta("instance_id") or "unknown"
-            self.client = BkClient(client_settings(config), observer=self.metrics)
-            self.sink = sink or build_sink(config, self.instance_id)
+            self.source, self.mapper, built = self._build_plugins(config, with_sink=sink is None)
+            self.sink: Sink = sink if sink is not None else _built(built)
         except BaseException:
             self.store.close()
             raise
@@ -141,11 +140,26 @@ class App:
         self.discoverer = self._build_discoverer(config)
         self.sender = Sender(self.store, self.sink, self.metrics, _sender_settings(config), clock=clock, stop=self.stop)
 
+    def _context(self, config: Config) -> PluginContext:
+        return PluginContext(config, metrics=self.metrics, instance_id=self.instance_id, clock=self.clock)
+
+    def _build_plugins(self, config: Config, *, with_sink: bool) -> tuple[Source, GuardedMapper, Sink | None]:
+        """Source, mapper and (``with_sink``) sink for ``config``; all or nothing."""
+        context = self._context(config)
+        source = build_source(context)
+        try:
+            mapper = build_mapper(context)
+            return source, mapper, build_sink(config, self.instance_id, context=context) if with_sink else None
+        except BaseException:
+            source.close()
+            raise
+
     def _build_poller(self, config: Config) -> Poller:
         from exporter.pipeline.spans import SpanPlanner
 
+        signals = config.export.signals
         return Poller(
-            self.client,
+            self.source,
             self.store,
             self.metrics,
             PollSettings(
@@ -154,10 +168,11 @@ class App:
                 jitter=config.poll.jitter,
                 max_concurrency=config.bkmonitor.max_concurrency,
                 signals=frozenset(config.export.signals),
-                timezone=ZoneInfo(config.bkmonitor.timezone),
+                timezone=ZoneInfo(config.bkmonitor.timezone),  # for a bare get_event_log source set later
                 full_reread_interval=config.poll.full_reread_interval if config.alarms.recent.enabled else 0.0,
             ),
-            spans=SpanPlanner(self.store) if "spans" in config.export.signals else None,
+            mapper=self.mapper,
+            spans=SpanPlanner(self.store, event=self.mapper.map_span_event) if "spans" in signals else None,
             clock=self.clock,
             stop=self.stop,
         )
@@ -167,17 +182,12 @@ class App:
         if not recent.enabled:
             return None
         return Discoverer(
-            self.client,
+            self.source,
             self.store,
             self.metrics,
             DiscoverySettings(
-                bk_biz_ids=tuple(recent.bk_biz_ids),
                 lookback=recent.lookback,
                 overlap=recent.overlap,
-                status=tuple(recent.status),
-                query_string=recent.query_string,
-                conditions=tuple(recent.conditions),
-                page_size=recent.page_size,
                 interval=recent.interval,
                 full_reread_interval=config.poll.full_reread_interval,
             ),
@@ -185,17 +195,19 @@ class App:
         )
 
     def apply(self, config: Config) -> None:
-        """Apply a reloaded config: new client, sink and settings; the store and its queue stay."""
-        old_client = self.client
+        """Apply a reloaded config: new source, mapper, sink and settings; the store and its queue
+        stay. When a plugin cannot be created, nothing changes and the error is raised."""
+        source, mapper, sink = self._build_plugins(config, with_sink=self._own_sink)
+        old_source = self.source
         self.config = config
-        self.client = BkClient(client_settings(config), observer=self.metrics)
+        self.source, self.mapper = source, mapper
         self.poller = self._build_poller(config)
         self.discoverer = self._build_discoverer(config)
         self.sender.settings = _sender_settings(config)
-        if self._own_sink:
-            self.sink = build_sink(config, self.instance_id)
+        if sink is not None:
+            self.sink = sink
             self.sender.replace_sink(self.sink).shutdown()
-        old_client.close()
+        old_source.close()
         self.sync_configured_alarms()
 
     # -- configured alarms --------------------------------------------------------------------------
@@ -222,7 +234,6 @@ class App:
 
     def poll(self, *, force: bool = False) -> CycleReport:
         report = self.poller.run_cycle(force=force)
-        self.metrics.set_alarms_followed(len(self.store.list_alarms()))
         if report.ok and report.polled:
             self.store.set_meta("last_poll_ok", str(self.clock()))
         return report
@@ -248,7 +259,7 @@ class App:
 
     def close(self) -> None:
         self.stop.set()
-        for closer in (self.client.close, self.sink.shutdown, self.store.close):
+        for closer in (self.source.close, self.sink.shutdown, self.store.close):
             try:
                 closer()
             except Exception:  # pragma: no cover - best effort on the way out

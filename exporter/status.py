@@ -30,7 +30,7 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
         ended = store.list_alarms(("retired", "expired"))
         stats = store.outbox_stats()
         result: dict[str, Any] = {
-            "store": store.path_or_url if not config.state.url else "postgresql (state.url)",
+            "store": store.path_or_url,  # a shared store's URL comes with its password masked
             "alarms": {
                 "followed": len(followed),
                 "closing": sum(1 for a in followed if a.phase == "closing"),

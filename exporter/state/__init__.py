@@ -24,8 +24,14 @@ __all__ = [
 ]
 
 
-def open_store(path: str, *, url: str | None = None, max_queued: int = 1_000_000, lease: float = 30.0) -> StateStore:
-    """Open the configured store: the SQLite file at ``path``, or the shared store at ``url``."""
+def open_store(
+    path: str, *, url: str | None = None, max_queued: int = 1_000_000, lease: float = 30.0, exclusive: bool = False
+) -> StateStore:
+    """Open the configured store: the SQLite file at ``path``, or the shared store at ``url``.
+
+    ``exclusive`` (``run`` and ``once``): the SQLite file is locked for this process; a second
+    exporter on the same file is refused (StateError). A shared store is made for several replicas.
+    """
     if url:
         from exporter.errors import StateError
 
@@ -42,4 +48,4 @@ def open_store(path: str, *, url: str | None = None, max_queued: int = 1_000_000
         return PostgresStateStore(url, max_queued=max_queued, lease=lease)
     from exporter.state.sqlite import SqliteStateStore
 
-    return SqliteStateStore(path, max_queued=max_queued)
+    return SqliteStateStore(path, max_queued=max_queued, exclusive=exclusive)

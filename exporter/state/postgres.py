@@ -16,6 +16,10 @@ process), so a row still leased to us at claim time is one we abandoned (an auth
 and is handed out again at once, as SQLite would. Lease times are the *database server's* clock
 (``now()``), never the replicas' clocks; ``next_poll`` stays in the callers' clock, as with SQLite.
 
+**Spreading the polling.** Each due alarm is claimed first by the live replica that ranks highest
+for it (rendezvous hashing over the live rows of ``replicas``), and by anyone once it is overdue
+by ``steal_after``: see :meth:`PostgresStateStore.claim_due`.
+
 **Roles.** ``acquire_role`` (discovery runs on one replica at a time) is a row in ``roles``
 holding an owner and an expiry, taken over by anyone once expired. A row, not
 ``pg_try_advisory_lock``: an advisory lock lives and dies with one session, so a connection blip
@@ -291,7 +295,10 @@ class PostgresStateStore:
     ``?sslmode=verify-full`` or ``?options=-csearch_path%3Dexporter`` for a dedicated schema);
     ``lease`` how long a claim lasts without renewal; ``owner`` this replica's name (default
     ``host:pid:random``). ``max_hold`` bounds how long the heartbeat keeps renewing one claim
-    (default ``max(10 * lease, 60)``); ``depth_refresh`` how old the cached outbox depth may get.
+    (default ``max(10 * lease, 60)``); ``steal_after`` how overdue an alarm another live replica is
+    preferred for must be before this one takes it (default ``max(lease / 2, 5)``: longer than the
+    daemon's poll tick, so a healthy replica keeps its share); ``depth_refresh`` how old the cached
+    outbox depth may get.
     """
 
     def __init__(
@@ -303,6 +310,7 @@ class PostgresStateStore:
         owner: str | None = None,
         pool_size: int = 4,
         max_hold: float | None = None,
+        steal_after: float | None = None,
         depth_refresh: float = 1.0,
     ) -> None:
         if lease <= 0:
@@ -317,6 +325,7 @@ class PostgresStateStore:
         self.owner = owner or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
         self._beat_every = max(0.2, self.lease / 3)
         self._max_hold = max_hold if max_hold is not None else max(10 * self.lease, 60.0)
+        self._steal_after = steal_after if steal_after is not None else max(self.lease / 2, 5.0)
         self._depth_refresh = depth_refresh
         self._connect_kwargs = self._connection_defaults()
         self._pool = _Pool(self._connect, size=max(1, pool_size), wait=60.0)
@@ -326,6 +335,7 @@ class PostgresStateStore:
         self._roles: set[str] = set()
         self._depth = 0
         self._depth_at = 0.0
+        self._depth_counting = False
         self._polls = 0  # not yet flushed to replicas.polls
         self._acked = 0
         self._touched_at: float | None = None  # last replicas upsert (None: never registered)
@@ -346,9 +356,9 @@ class PostgresStateStore:
             text = text.replace(secret, _MASK)
         return text
 
-    def _error(self, what: str, exc: BaseException, cls: type[StateError] = StateError) -> StateError:
+    def _error(self, what: str, exc: BaseException) -> StateError:
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        return cls(f"state store {self.path_or_url}: {what}: {self._scrub(detail)}")
+        return StateError(f"state store {self.path_or_url}: {what}: {self._scrub(detail)}")
 
     def _connection_defaults(self) -> dict[str, Any]:
         try:
@@ -629,24 +639,50 @@ class PostgresStateStore:
         return self._run("list_alarms", query)
 
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
-        """Lease up to ``limit`` due alarms (active/closing, ``next_poll <= now``), oldest first,
-        skipping those another live replica holds."""
+        """Lease up to ``limit`` due alarms (active/closing, ``next_poll <= now``), oldest first:
+        those this replica is preferred for, and any overdue by ``steal_after``; never one another
+        live replica holds.
+
+        Preference spreads the polling. Each due alarm goes to the live replica ranking highest
+        for it (rendezvous hashing: ``md5(owner/alarm_id)``, live = heartbeat within its lease), so
+        every replica polls about an equal share, the same alarms from one interval to the next,
+        and a joining or vanishing replica moves only its own share. Without it, claims are
+        first-come: the replica whose scheduler tick happens to fall just after the alarms'
+        (phase-locked) due times would take nearly all of them. No replica is told how many
+        others run; each only compares itself with the live rows of ``replicas`` for each alarm.
+        Preference never strands work: an alarm overdue by ``steal_after`` goes to whoever looks
+        (a busy or dead preferred replica), so does one whose last poll failed (its preferred
+        replica may be the one that cannot reach BlueKing), and ``force`` (``now`` = infinity)
+        takes every alarm.
+        """
         touch = self._touch_due()
 
         def claim(cur: Cursor) -> list[AlarmState]:
             if touch:
                 self._touch(cur)
             cur.execute(
-                "WITH due AS ("
-                "  SELECT alarm_id FROM alarms"
-                "  WHERE phase IN ('active', 'closing') AND next_poll <= %(now)s"
-                "    AND (lease_owner IS NULL OR lease_owner = %(me)s OR lease_until < now())"
-                "  ORDER BY next_poll, alarm_id LIMIT %(limit)s"
-                "  FOR UPDATE SKIP LOCKED"
+                "WITH live AS ("
+                "  SELECT owner FROM replicas WHERE owner <> %(me)s AND stopped_at IS NULL"
+                "    AND last_seen > now() - lease_seconds * interval '1 second'"
+                "), due AS ("
+                "  SELECT d.alarm_id FROM alarms d"
+                "  WHERE d.phase IN ('active', 'closing') AND d.next_poll <= %(now)s"
+                "    AND (d.lease_owner IS NULL OR d.lease_owner = %(me)s OR d.lease_until < now())"
+                "    AND (d.last_error IS NOT NULL OR d.next_poll <= %(now)s - %(steal)s OR NOT EXISTS ("
+                "      SELECT 1 FROM live WHERE md5(live.owner || '/' || d.alarm_id) > md5(%(me)s || '/' || d.alarm_id)"
+                "    ))"
+                "  ORDER BY d.next_poll, d.alarm_id LIMIT %(limit)s"
+                "  FOR UPDATE OF d SKIP LOCKED"
                 ") "
                 "UPDATE alarms AS a SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second' "
                 f"FROM due WHERE a.alarm_id = due.alarm_id RETURNING {', '.join('a.' + c for c in _ALARM_FIELDS)}",
-                {"now": now, "me": self.owner, "limit": max(0, limit), "lease": self.lease},
+                {
+                    "now": now,
+                    "me": self.owner,
+                    "limit": max(0, limit),
+                    "lease": self.lease,
+                    "steal": self._steal_after,
+                },
             )
             return sorted((_alarm_from_row(r) for r in cur.fetchall()), key=lambda a: (a.next_poll, a.alarm_id))
 
@@ -683,8 +719,11 @@ class PostgresStateStore:
                 known = {r["uid"] for r in cur.fetchall()}
             fresh = [queued[uid] for uid in candidates if uid not in known]
             rows = [*fresh, *commit.extra_queued]
-            if rows and depth + len(rows) > self.max_queued:
-                return None  # nothing written: the records stay unseen, read again later
+            # Over the cap nothing is written: the records stay unseen and are read again later.
+            # An empty outbox takes a poll whole even when it alone exceeds the cap (otherwise an
+            # alarm with more new records than max_queued could never be taken), as with SQLite.
+            if rows and depth > 0 and depth + len(rows) > self.max_queued:
+                return None
             if commit.seen:
                 cur.execute(
                     "INSERT INTO seen (alarm_id, uid) SELECT %s, u FROM unnest(%s::text[]) AS u ON CONFLICT DO NOTHING",
@@ -808,11 +847,17 @@ class PostgresStateStore:
         return depth
 
     def _queued_depth(self) -> int:
-        """The outbox depth for the cap: cached, recounted at most every ``depth_refresh`` seconds."""
+        """The outbox depth for the cap: cached, recounted at most every ``depth_refresh`` seconds
+        (by one thread; the others use the cached value meanwhile)."""
         with self._mu:
-            if time.monotonic() - self._depth_at < self._depth_refresh:
+            if self._depth_counting or time.monotonic() - self._depth_at < self._depth_refresh:
                 return self._depth
-        return self._refresh_depth()
+            self._depth_counting = True
+        try:
+            return self._refresh_depth()
+        finally:
+            with self._mu:
+                self._depth_counting = False
 
     def claim_outbox(self, kind: str, limit: int) -> list[OutboxItem]:
         """Lease the oldest queued (not parked) rows of ``kind`` that no other live replica holds."""

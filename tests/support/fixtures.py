@@ -44,3 +44,25 @@ def rotel_collector(otlp_receiver: OtlpReceiver) -> Iterator[RotelCollector]:
         # while its exporter retries costs ~3 s (rotel's own shutdown deadline).
         otlp_receiver.mode = "ok"
         rotel.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (tests/support/postgres.py): the URL of an
+    empty database, password included. Isolate with ``fresh_schema(url)``/``fresh_database(url)``.
+
+    Skipped only when the PostgreSQL binaries are genuinely absent, and never under ``CI=true``:
+    there a missing PostgreSQL fails (scripts/ensure-postgres.sh installs it).
+    """
+    import os
+
+    from tests.support.postgres import PostgresCluster, find_pg_bin
+
+    bindir = find_pg_bin()
+    if bindir is None:
+        message = "PostgreSQL binaries (initdb, pg_ctl, postgres) not found; run scripts/ensure-postgres.sh"
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(message + " (CI=true: required, not skipped)", pytrace=False)
+        pytest.skip(message)
+    with PostgresCluster(bindir) as cluster:
+        yield cluster.url

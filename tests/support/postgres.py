@@ -212,7 +212,9 @@ class PostgresCluster:
                 "-c log_min_messages=warning",
             ]
         )
-        done = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "-o", options, "start")
+        done = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "-o", options, "start"
+        )
         if done.returncode != 0:
             log_text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
             raise PostgresError(f"pg_ctl start failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n{log_text}")

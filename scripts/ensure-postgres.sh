@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Make sure the PostgreSQL server binaries (initdb, pg_ctl, postgres) are installed, for the tests
+# that start a throwaway cluster (tests/support/postgres.py). Idempotent: when they are present it
+# says where and exits 0; otherwise it installs Debian's `postgresql` package with apt-get (as root,
+# or through sudo) without creating or starting the system's default cluster, and checks again.
+#
+# Looks where the tests look: $BK_OTEL_PG_BIN, pg_ctl on PATH, /usr/local/bin,
+# /usr/lib/postgresql/<version>/bin.
+set -euo pipefail
+
+say() { printf 'ensure-postgres: %s\n' "$*"; }
+
+has_tools() {
+  local dir=$1
+  [ -n "$dir" ] && [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ]
+}
+
+find_bindir() {
+  local candidates=() dir
+  [ -n "${BK_OTEL_PG_BIN:-}" ] && candidates+=("$BK_OTEL_PG_BIN")
+  if command -v pg_ctl >/dev/null 2>&1; then
+    candidates+=("$(dirname "$(readlink -f "$(command -v pg_ctl)")")")
+  fi
+  candidates+=(/usr/local/bin)
+  # newest version first
+  while IFS= read -r dir; do candidates+=("$dir"); done < <(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4,4 -V -r)
+  for dir in "${candidates[@]}"; do
+    if has_tools "$dir"; then
+      printf '%s\n' "$dir"
+      return 0
+    fi
+  done
+  return 1
+}
+
+if bindir=$(find_bindir); then
+  say "present: $bindir ($("$bindir/postgres" --version))"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  as_root=(sudo -n)
+else
+  say "PostgreSQL binaries not found, and installing them needs root (or password-less sudo)."
+  say "install Debian's package yourself: apt-get update && apt-get install -y postgresql"
+  say "or point BK_OTEL_PG_BIN at a directory holding initdb, pg_ctl and postgres"
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  say "PostgreSQL binaries not found and apt-get is not available: install PostgreSQL's server"
+  say "package with this system's package manager, or set BK_OTEL_PG_BIN"
+  exit 1
+fi
+
+# The tests start their own throwaway clusters: do not create (or start) the system's default one.
+say "not found; installing Debian's postgresql package (without a default cluster)"
+"${as_root[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+echo "create_main_cluster = false" | "${as_root[@]}" tee /etc/postgresql-common/createcluster.d/bk-otel-exporter.conf >/dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+
+if bindir=$(find_bindir); then
+  say "installed: $bindir ($("$bindir/postgres" --version))"
+  exit 0
+fi
+say "apt-get installed postgresql, but initdb/pg_ctl/postgres are still not found"
+exit 1

@@ -1,0 +1,337 @@
+"""The StateStore contract, run against every implementation: SQLite and PostgreSQL.
+
+One suite, the same assertions, so the two stores stay equivalent. The PostgreSQL params use a
+socket (a throwaway cluster, ``postgres_url``) and are marked ``integration``; each test gets a
+fresh schema. What only a shared store has (leases between replicas, roles, ``replicas()``) is
+tested in ``tests/integration/test_replicas.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from exporter.errors import StateCorruptError, StateError, StateSchemaError
+from exporter.model import AlarmContext, LogEvent, SpanRecord
+from exporter.state.base import PollCommit, QueuedRecord, StateStore, StoredSpanEvent
+from exporter.state.sqlite import SqliteStateStore
+from tests.support.postgres import fresh_schema
+
+
+@dataclass
+class Backend:
+    """How to open one kind of store on one location, and how to tamper with it behind its back."""
+
+    name: str
+    open: Callable[..., StateStore]
+    execute: Callable[[str], None]  # raw SQL on the same location, outside the store
+
+
+def _sqlite(tmp_path: Path) -> Backend:
+    path = tmp_path / "state.db"
+
+    def execute(sql: str) -> None:
+        db = sqlite3.connect(path)
+        try:
+            with db:
+                db.execute(sql)
+        finally:
+            db.close()
+
+    return Backend("sqlite", lambda **kw: SqliteStateStore(path, max_queued=kw.get("max_queued", 10)), execute)
+
+
+def _postgres(url: str) -> Backend:
+    schema_url = fresh_schema(url)
+
+    def execute(sql: str) -> None:
+        with psycopg.connect(schema_url, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type] # test-only SQL
+
+    def open_store(**kw: Any) -> StateStore:
+        from exporter.state.postgres import PostgresStateStore
+
+        return PostgresStateStore(schema_url, max_queued=kw.get("max_queued", 10), lease=kw.get("lease", 30.0))
+
+    return Backend("postgres", open_store, execute)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return _sqlite(tmp_path)
+    return _postgres(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[StateStore]:
+    s = backend.open(max_queued=10)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def event(uid: str, alarm_id: str = "1") -> QueuedRecord:
+    ev = LogEvent(
+        uid=uid,
+        alarm_id=alarm_id,
+        timestamp_ns=1,
+        observed_ns=2,
+        event_name="CREATE",
+        body="b",
+        severity_number=9,
+        severity_text="INFO",
+        attributes={"k": [1, 2]},
+    )
+    return QueuedRecord("logs", uid, ev.to_json())
+
+
+def span(uid: str, alarm_id: str = "1") -> QueuedRecord:
+    record = SpanRecord(uid=uid, alarm_id=alarm_id, trace_id=1, span_id=2, name="alarm", start_ns=1, end_ns=2)
+    return QueuedRecord("spans", uid, record.to_json())
+
+
+def commit(store: StateStore, uids: list[str], alarm_id: str = "1", **kw: Any) -> int:
+    c = PollCommit(alarm_id, 100.0, seen=uids, queued=[event(u, alarm_id) for u in uids], **kw)
+    return store.commit_poll(c).inserted
+
+
+def follow(store: StateStore, *ids: str, now: float = 1.0) -> None:
+    for alarm_id in ids:
+        store.upsert_alarm(AlarmContext(alarm_id), source="config", now=now, due=True)
+
+
+# -- commits: atomic, de-duplicated ------------------------------------------------------------------
+def test_commit_marks_seen_and_enqueues_once(store: StateStore) -> None:
+    follow(store, "1")
+    assert commit(store, ["a", "b"]) == 2
+    assert commit(store, ["a", "b", "c"]) == 1  # a, b already seen: only c is new
+    assert store.seen_uids("1") == {"a", "b", "c"}
+    items = store.claim_outbox("logs", 10)
+    assert [i.payload.uid for i in items] == ["a", "b", "c"]
+    assert [i.seq for i in items] == sorted(i.seq for i in items)
+    assert items[0].payload.attributes == {"k": [1, 2]}
+    assert items[0].enqueued_at == 100.0 and items[0].attempts == 0
+    alarm = store.get_alarm("1")
+    assert alarm is not None and alarm.records == 3 and alarm.last_poll == 100.0
+
+
+def test_commit_updates_the_alarm_with_its_records(store: StateStore) -> None:
+    follow(store, "1")
+    ctx = AlarmContext("1", name="disk full", severity=1)
+    result = store.commit_poll(
+        PollCommit(
+            "1",
+            50.0,
+            seen=["a"],
+            queued=[event("a")],
+            span_events=[StoredSpanEvent("a", 7, "{}"), StoredSpanEvent("b", 3, "{}")],
+            context=ctx,
+            phase="closing",
+            next_poll=80.0,
+            terminal_at=45.0,
+            change_token="t1",
+            full_read=True,
+            last_error="boom",
+        )
+    )
+    assert result.inserted == 1 and not result.overflow
+    alarm = store.get_alarm("1")
+    assert alarm is not None
+    assert (alarm.phase, alarm.next_poll, alarm.terminal_at, alarm.change_token) == ("closing", 80.0, 45.0, "t1")
+    assert (alarm.context.name, alarm.last_full_read, alarm.last_error, alarm.records) == ("disk full", 50.0, "boom", 1)
+    assert [(e.uid, e.time_ns, e.sliced) for e in store.span_events("1")] == [("b", 3, False), ("a", 7, False)]
+    store.commit_poll(PollCommit("1", 60.0, sliced=["a"]))  # clear_error by default
+    alarm = store.get_alarm("1")
+    assert alarm is not None and alarm.last_error is None and alarm.phase == "closing"
+    assert {e.uid: e.sliced for e in store.span_events("1")} == {"a": True, "b": False}
+
+
+def test_commit_is_all_or_nothing(store: StateStore) -> None:
+    follow(store, "1")
+    bad = QueuedRecord("logs", "b", object())  # type: ignore[arg-type] # cannot be stored: fails mid-commit
+    with pytest.raises((sqlite3.Error, StateError)):
+        store.commit_poll(PollCommit("1", 5.0, seen=["a", "b"], queued=[event("a"), bad], next_poll=9.0))
+    assert store.seen_uids("1") == set()  # the seen marks went with the failed outbox insert
+    assert store.outbox_stats().depth == 0
+    alarm = store.get_alarm("1")
+    assert alarm is not None and alarm.next_poll == 1.0 and alarm.records == 0
+    assert commit(store, ["a", "b"]) == 2  # and the store is still usable
+
+
+def test_extra_queued_rows_are_not_tied_to_seen_uids(store: StateStore) -> None:
+    follow(store, "1")
+    assert store.commit_poll(PollCommit("1", 5.0, extra_queued=[span("span-1")])).inserted == 1
+    assert store.seen_uids("1") == set()
+    assert store.outbox_stats().by_kind == {"spans": 1}
+
+
+# -- the outbox -----------------------------------------------------------------------------------------
+def test_overflow_commits_nothing(store: StateStore) -> None:
+    follow(store, "1")
+    assert commit(store, [f"u{i}" for i in range(8)]) == 8
+    result = store.commit_poll(PollCommit("1", 1.0, seen=["x", "y", "z"], queued=[event("x"), event("y"), event("z")]))
+    assert result.overflow and result.inserted == 0
+    assert "x" not in store.seen_uids("1")  # left unseen: read again once there is room
+    store.ack([i.seq for i in store.claim_outbox("logs", 5)])
+    assert commit(store, ["x", "y", "z"]) == 3
+
+
+def test_an_empty_outbox_takes_a_poll_bigger_than_the_cap(store: StateStore) -> None:
+    follow(store, "1")
+    assert commit(store, [f"u{i}" for i in range(12)]) == 12  # max_queued is 10
+    assert store.commit_poll(PollCommit("1", 1.0, seen=["x"], queued=[event("x")])).overflow
+
+
+def test_ack_release_park(store: StateStore) -> None:
+    follow(store, "1")
+    commit(store, ["a", "b", "c"])
+    a, b, c = store.claim_outbox("logs", 10)
+    store.ack([a.seq])
+    store.release([b.seq])
+    store.park([c.seq], "HTTP 400", 5.0)
+    stats = store.outbox_stats()
+    assert (stats.depth, stats.parked, stats.by_kind) == (1, 1, {"logs": 1})
+    (left,) = store.claim_outbox("logs", 10)
+    assert left.payload.uid == "b" and left.attempts == 1
+    store.park([c.seq], "again", 6.0)  # parking twice changes nothing
+    assert store.outbox_stats().parked == 1
+    store.ack([])
+    store.release([])
+    store.park([], "nothing", 7.0)
+
+
+def test_claim_outbox_by_kind_oldest_first_within_limit(store: StateStore) -> None:
+    follow(store, "1")
+    commit(store, ["a", "b", "c"])
+    store.commit_poll(PollCommit("1", 200.0, extra_queued=[span("s")]))
+    assert [i.payload.uid for i in store.claim_outbox("logs", 2)] == ["a", "b"]
+    (claimed,) = store.claim_outbox("spans", 10)
+    assert isinstance(claimed.payload, SpanRecord) and claimed.payload.uid == "s"
+    stats = store.outbox_stats()
+    assert (stats.depth, stats.oldest_enqueued_at, stats.by_kind) == (4, 100.0, {"logs": 3, "spans": 1})
+
+
+def test_unclaimed_rows_are_claimed_again_until_acked(store: StateStore) -> None:
+    """One process draining: a batch it never resolved is handed to it again (nothing is stuck)."""
+    follow(store, "1")
+    commit(store, ["a", "b"])
+    first = store.claim_outbox("logs", 10)
+    again = store.claim_outbox("logs", 10)
+    assert [i.seq for i in again] == [i.seq for i in first]
+    store.ack([i.seq for i in again])
+    assert store.claim_outbox("logs", 10) == [] and store.outbox_stats().depth == 0
+
+
+# -- alarms: due, lifecycle, prune ------------------------------------------------------------------
+def test_lifecycle_and_due(store: StateStore) -> None:
+    store.upsert_alarm(AlarmContext("1"), source="config", now=10.0, due=True)
+    store.upsert_alarm(AlarmContext("2"), source="discovered", now=10.0, due=True)
+    assert {a.alarm_id for a in store.claim_due(10.0, 100)} == {"1", "2"}
+    store.commit_poll(PollCommit("1", 10.0, next_poll=40.0))
+    store.commit_poll(PollCommit("2", 10.0, phase="retired", next_poll=40.0))
+    assert [a.alarm_id for a in store.claim_due(50.0, 100)] == ["1"]
+    assert store.claim_due(30.0, 100) == []
+    # discovery reports the retired alarm changed: it is followed again
+    again = store.upsert_alarm(AlarmContext("2"), source="discovered", now=60.0, due=True)
+    assert again.phase == "active" and again.retired_at is None and again.next_poll == 40.0
+    # a configured alarm stays "config" when discovery also reports it
+    assert store.upsert_alarm(AlarmContext("1"), source="discovered", now=60.0, due=False).source == "config"
+
+
+def test_claim_due_oldest_first_within_limit(store: StateStore) -> None:
+    for alarm_id, now in (("a", 30.0), ("b", 10.0), ("c", 20.0)):
+        store.upsert_alarm(AlarmContext(alarm_id), source="config", now=now, due=True)
+    assert [a.alarm_id for a in store.claim_due(100.0, 2)] == ["b", "c"]
+    assert [a.alarm_id for a in store.claim_due(float("inf"), 10)] == ["b", "c", "a"]
+
+
+def test_upsert_keeps_schedule_unless_due(store: StateStore) -> None:
+    first = store.upsert_alarm(AlarmContext("1", name="x"), source="discovered", now=5.0, due=False)
+    assert (first.phase, first.source, first.first_seen, first.next_poll) == ("active", "discovered", 5.0, 5.0)
+    store.commit_poll(PollCommit("1", 6.0, next_poll=50.0))
+    kept = store.upsert_alarm(AlarmContext("1", name="y"), source="discovered", now=7.0, due=False, change_token="t")
+    assert (kept.next_poll, kept.context.name, kept.change_token) == (50.0, "y", "t")
+    sooner = store.upsert_alarm(AlarmContext("1"), source="discovered", now=8.0, due=True)
+    assert sooner.next_poll == 8.0 and sooner.change_token == "t"
+    assert [a.alarm_id for a in store.list_alarms()] == ["1"]
+    assert store.list_alarms(("retired",)) == []
+
+
+def test_expired_alarm_is_retired_with_a_time(store: StateStore) -> None:
+    follow(store, "1")
+    store.commit_poll(PollCommit("1", 30.0, phase="expired", last_error="3324002"))
+    alarm = store.get_alarm("1")
+    assert alarm is not None and (alarm.phase, alarm.retired_at, alarm.last_error) == ("expired", 30.0, "3324002")
+    assert store.claim_due(float("inf"), 10) == []
+    assert [a.alarm_id for a in store.list_alarms(("retired", "expired"))] == ["1"]
+
+
+def test_prune_forgets_long_retired(store: StateStore) -> None:
+    follow(store, "1", "2")
+    commit(store, ["a"])
+    store.commit_poll(PollCommit("1", 100.0, phase="retired", span_events=[StoredSpanEvent("a", 1, "{}")]))
+    assert store.prune(1000.0, retired_before=50.0) == 0
+    assert store.prune(1000.0, retired_before=200.0) == 1
+    assert store.get_alarm("1") is None and store.seen_uids("1") == set() and store.span_events("1") == []
+    assert store.get_alarm("2") is not None
+    assert store.outbox_stats().depth == 1  # queued records are not pruned: they still go out
+
+
+# -- meta, roles, reopen, safety ------------------------------------------------------------------
+def test_meta(store: StateStore) -> None:
+    assert store.get_meta("nothing") is None
+    assert store.get_meta("instance_id")
+    store.set_meta("last_poll_ok", "1.5")
+    store.set_meta("last_poll_ok", "2.5")
+    assert store.get_meta("last_poll_ok") == "2.5"
+
+
+def test_a_single_store_holds_its_roles(store: StateStore) -> None:
+    assert store.acquire_role("discovery", 1.0, ttl=30.0)
+    assert store.acquire_role("discovery", 2.0, ttl=30.0)  # renewing
+
+
+def test_state_survives_reopen(backend: Backend) -> None:
+    s = backend.open()
+    s.upsert_alarm(AlarmContext("9", name="n", dimensions=(("ip", "1.2.3.4"),)), source="discovered", now=1.0, due=True)
+    commit(s, ["a"], alarm_id="9")
+    instance = s.get_meta("instance_id")
+    s.close()
+    s.close()  # idempotent
+    s = backend.open()
+    try:
+        alarm = s.get_alarm("9")
+        assert alarm is not None and alarm.context.dimensions == (("ip", "1.2.3.4"),)
+        assert s.seen_uids("9") == {"a"}
+        assert s.outbox_stats().depth == 1
+        assert s.get_meta("instance_id") == instance
+        assert commit(s, ["a", "b"], alarm_id="9") == 1
+    finally:
+        s.close()
+
+
+def test_newer_schema_is_refused(backend: Backend) -> None:
+    backend.open().close()
+    backend.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(StateSchemaError, match="newer"):
+        backend.open()
+
+
+def test_foreign_database_is_refused(backend: Backend) -> None:
+    backend.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(StateCorruptError, match="something else"):
+        backend.open()
+
+
+def test_database_of_another_app_is_refused(backend: Backend) -> None:
+    backend.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    with pytest.raises(StateCorruptError, match="not written by"):
+        backend.open()
