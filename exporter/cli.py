@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--endpoint", metavar="URL", help="also ship the records to this OTLP endpoint")
     demo.add_argument("--protocol", choices=["grpc", "http/protobuf"], default="grpc", help="with --endpoint")
     demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="how long the story runs")
-    sub.add_parser("plugins", help="list installed sources, mappers and sinks")
+    plugins = sub.add_parser("plugins", help="list installed sources, mappers and sinks, with versions")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -194,9 +195,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from exporter.plugins import installed_plugins
 
-    rows: list[dict[str, Any]] = installed_plugins()
-    for row in rows:
-        print(f"{row['kind']:<8} {row['name']:<16} {row['distribution']} {row['version']}  ({row['target']})")
+    rows: list[dict[str, Any]] = installed_plugins(check=True)
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_OK
     if not rows:
         print("no plugins installed (is the package installed? try: pip install -e .)")
+        return EXIT_OK
+    width = max(len(row["name"]) for row in rows)
+    dist_width = max(len(f"{row['distribution']} {row['version']}") for row in rows)
+    print(f"{'KIND':<6}  {'NAME':<{width}}  {'DISTRIBUTION':<{dist_width}}  DESCRIPTION")
+    for row in rows:
+        dist = f"{row['distribution']} {row['version']}"
+        about = row["description"] if row["status"] == "ok" else f"BROKEN: {row['status']}"
+        print(f"{row['kind']:<6}  {row['name']:<{width}}  {dist:<{dist_width}}  {about}")
     return EXIT_OK

@@ -24,9 +24,14 @@ Rules an operator can rely on (the example file ``config/exporter.example.yaml``
 * relative file paths resolve against the config file's directory (``app_secret_file``: against
   ``$CREDENTIALS_DIRECTORY`` first, where systemd's ``LoadCredential=`` puts credentials);
 * the standard ``OTEL_*`` environment variables fill the ``export`` options the file leaves out;
-  ``OTEL_RESOURCE_ATTRIBUTES`` is merged under ``export.resource_attributes`` (the file wins).
+  ``OTEL_RESOURCE_ATTRIBUTES`` is merged under ``export.resource_attributes`` (the file wins);
+* ``plugins.<source|mapper|sink>`` selects an installed plugin by ``name`` (an unknown name is
+  reported with the installed ones); its ``options`` are validated by the plugin's own model
+  (:mod:`exporter.plugins`) and reported under ``plugins.<kind>.options.<option>``. A validated
+  config holds the plugin's options model instance in ``options``.
 
-Only pydantic and PyYAML are imported: ``import exporter.config`` stays cheap.
+Only pydantic and PyYAML are imported: ``import exporter.config`` stays cheap (validating the
+``plugins`` section imports the selected plugins' modules, which are light by contract).
 """
 
 from __future__ import annotations
@@ -68,9 +73,12 @@ __all__ = [
     "AlarmsConfig",
     "BkMonitorConfig",
     "Config",
+    "Duration",
     "ExportConfig",
     "ExportRetryConfig",
     "LoggingConfig",
+    "PluginConfig",
+    "PluginsConfig",
     "PollConfig",
     "RecentConfig",
     "RetryConfig",
@@ -697,6 +705,49 @@ class ServerConfig(_Section):
         return _parse_listen(self.listen) if self.listen else None
 
 
+#: the plugin each kind uses when the config does not name one (today's behaviour)
+DEFAULT_PLUGINS = {"source": "bkmonitor", "mapper": "default", "sink": "otlp"}
+
+
+def _plugin_options(value: object) -> object:
+    if value is None or isinstance(value, BaseModel):
+        return {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of the plugin's options")
+    return dict(value)
+
+
+class PluginConfig(_Section):
+    """``plugins.<kind>``: an installed plugin, by entry-point name, and its options.
+
+    ``options`` is validated by the plugin's own model while the config is loaded; a config
+    built by :func:`load_config` / :func:`config_from_dict` holds that model's instance here.
+    """
+
+    name: str = Field(min_length=1)
+    options: Annotated[Any, BeforeValidator(_plugin_options)] = Field(default_factory=dict)
+
+
+class SourcePluginConfig(PluginConfig):
+    name: str = Field(default=DEFAULT_PLUGINS["source"], min_length=1)
+
+
+class MapperPluginConfig(PluginConfig):
+    name: str = Field(default=DEFAULT_PLUGINS["mapper"], min_length=1)
+
+
+class SinkPluginConfig(PluginConfig):
+    name: str = Field(default=DEFAULT_PLUGINS["sink"], min_length=1)
+
+
+class PluginsConfig(_Section):
+    """``plugins``: where records come from, how they are mapped, where they go (``bk-otel-exporter plugins``)."""
+
+    source: SourcePluginConfig = Field(default_factory=SourcePluginConfig)
+    mapper: MapperPluginConfig = Field(default_factory=MapperPluginConfig)
+    sink: SinkPluginConfig = Field(default_factory=SinkPluginConfig)
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -719,6 +770,7 @@ class Config(_Section):
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     poll: PollConfig = Field(default_factory=PollConfig)
     export: ExportConfig = Field(default_factory=lambda: ExportConfig.model_validate({}))
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -743,7 +795,22 @@ class Config(_Section):
         found.extend(value for value in self.export.headers.values() if value)
         if self.state.url is not None:
             found.extend(_url_passwords(self.state.url.get_secret_value()))
+        for kind in DEFAULT_PLUGINS:
+            found.extend(_model_secrets(getattr(self.plugins, kind).options))
         return [value for value in dict.fromkeys(found) if value]
+
+
+def _model_secrets(value: Any) -> list[str]:
+    """Every SecretStr value inside a (plugin options) model, mapping or list."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        value = {name: getattr(value, name) for name in type(value).model_fields}
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [secret for item in value for secret in _model_secrets(item)]
+    return []
 
 
 # ── the state.url password ───────────────────────────────────────────────────────────────────
@@ -945,9 +1012,10 @@ def _number(value: object) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _section_model(loc: Loc) -> type[BaseModel] | None:
-    """The model class found at option path ``loc``, or ``None`` when ``loc`` is not a section."""
-    model: type[BaseModel] = Config
+def _section_model(loc: Loc, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The model class found at option path ``loc`` (from ``root``, default the whole config), or
+    ``None`` when ``loc`` is not a section."""
+    model: type[BaseModel] = root or Config
     for part in loc:
         info = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = info.annotation if info is not None else None
@@ -957,8 +1025,8 @@ def _section_model(loc: Loc) -> type[BaseModel] | None:
     return model
 
 
-def _unknown_option(loc: Loc) -> str:
-    model = _section_model(loc[:-1])
+def _unknown_option(loc: Loc, root: type[BaseModel] | None = None) -> str:
+    model = _section_model(loc[:-1], root)
     names = list(model.model_fields) if model is not None else []
     close = difflib.get_close_matches(str(loc[-1]).lower(), names, n=1, cutoff=0.6)
     if close:
@@ -966,13 +1034,13 @@ def _unknown_option(loc: Loc) -> str:
     return f"unknown option (valid: {', '.join(names)})" if names else "unknown option"
 
 
-def _describe(err: Mapping[str, Any], loc: Loc) -> str:
+def _describe(err: Mapping[str, Any], loc: Loc, root: type[BaseModel] | None = None) -> str:
     """An operator's line for one pydantic error; quotes the input back only for enumerations."""
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "missing":
         return "field required"
     if kind == "extra_forbidden":
-        return _unknown_option(loc)
+        return _unknown_option(loc, root)
     if kind == "literal_error":
         choices = ", ".join(repr(c) for c in re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
         given = err.get("input")
@@ -1002,6 +1070,45 @@ def _validation_problems(exc: ValidationError, from_env: Mapping[Loc, str]) -> l
         variable = next((var for path, var in from_env.items() if loc[: len(path)] == path), None)
         problems.append(_Problem(loc, f"{text} (from {variable})" if variable else text))
     return problems
+
+
+def _plugin_problems(section: object, problems: list[_Problem]) -> dict[str, BaseModel]:
+    """Loads the plugins the raw ``plugins`` section selects and validates their options.
+
+    Returns the validated options by kind; what cannot be checked here (a section or name of the
+    wrong type) is left to the model validation, which reports it.
+    """
+    from exporter.errors import PluginError
+    from exporter.plugins import load_plugin, validate_options
+
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        return {}
+    validated: dict[str, BaseModel] = {}
+    for kind, default in DEFAULT_PLUGINS.items():
+        ref = section.get(kind)
+        ref = {} if ref is None else ref
+        if not isinstance(ref, Mapping):
+            continue
+        name = default if ref.get("name") is None else ref.get("name")
+        options = ref.get("options")
+        if not isinstance(name, str) or not name or not (options is None or isinstance(options, Mapping)):
+            continue
+        try:
+            plugin = load_plugin(kind, name)
+        except PluginError as exc:
+            problems.append(_Problem(("plugins", kind, "name"), str(exc)))
+            continue
+        try:
+            validated[kind] = validate_options(plugin, options)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc: Loc = tuple(err["loc"])
+                text = _describe(err, loc, plugin.options)
+                if loc and loc[-1] == "[key]":
+                    loc, text = loc[:-1], f"name {text}"
+                problems.append(_Problem(("plugins", kind, "options", *loc), text))
+    return validated
 
 
 def _rank(loc: Loc) -> list[int]:
@@ -1077,6 +1184,7 @@ def _build(
     not_set = _take_unset(tree, unset) if unset else []
     from_env = _apply_otel_env(tree, env, problems)
     secret = _resolve_app_secret(tree.get("bkmonitor"), env, base_dir, problems)
+    plugin_options = _plugin_problems(tree.get("plugins"), problems)
     config: Config | None = None
     try:
         config = Config.model_validate(tree, context={"base_dir": base_dir})
@@ -1091,6 +1199,12 @@ def _build(
         value, secret_file = secret
         bkmonitor = config.bkmonitor.model_copy(update={"app_secret": SecretStr(value), "app_secret_file": secret_file})
         config = config.model_copy(update={"bkmonitor": bkmonitor})
+    if plugin_options:
+        refs = {
+            kind: getattr(config.plugins, kind).model_copy(update={"options": options})
+            for kind, options in plugin_options.items()
+        }
+        config = config.model_copy(update={"plugins": config.plugins.model_copy(update=refs)})
     config._source_path = source
     return config
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = [
@@ -30,6 +30,14 @@ __all__ = [
 
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 Attributes = Mapping[str, AttrValue]
+
+
+def _shallow(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of a dataclass whose values are already JSON-native (str, numbers, lists,
+    tuples, dicts of those): the same JSON as ``asdict`` gives, without its recursive deep copy
+    (which cost ~10x the ``json.dumps`` itself on the poller's hot path)."""
+    return {name: getattr(obj, name) for name in names}
+
 
 #: Flow-record operates after which an alarm is over (it is then read for ``poll.retire_after`` more).
 TERMINAL_OPERATES = frozenset({"RECOVER", "SYSTEM_RECOVER", "CLOSE", "SYSTEM_CLOSE"})
@@ -57,13 +65,16 @@ class AlarmContext:
     end_time: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return json.dumps(_shallow(self, _CONTEXT_FIELDS), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> AlarmContext:
         raw = json.loads(text)
         raw["dimensions"] = tuple((str(k), str(v)) for k, v in raw.get("dimensions") or ())
         return cls(**raw)
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in fields(AlarmContext))
 
 
 @dataclass(frozen=True)
@@ -104,11 +115,14 @@ class LogEvent:
     span_id: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(_shallow(self, _LOG_EVENT_FIELDS), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> LogEvent:
         return cls(**json.loads(text))
+
+
+_LOG_EVENT_FIELDS = tuple(f.name for f in fields(LogEvent))
 
 
 @dataclass(frozen=True)

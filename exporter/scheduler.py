@@ -35,7 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from exporter import sdnotify
 from exporter.app import App
 from exporter.config import Config, load_config
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ExporterError
 
 __all__ = ["Daemon"]
 
@@ -196,7 +196,12 @@ class Daemon:
             log.warning("state.* changed: takes effect after a restart, not on reload")
         if new.server.listen != self.config.server.listen:
             log.warning("server.listen changed: takes effect after a restart, not on reload")
-        self.app.apply(new)
+        try:
+            self.app.apply(new)
+        except ExporterError as exc:  # a plugin of the new config cannot be created
+            log.error("reload refused, the running configuration stays in force: %s", exc)
+            sdnotify.ready("reload refused: a plugin cannot be created")
+            return
         self.config = new
         if self.on_reload:
             self.on_reload(new)

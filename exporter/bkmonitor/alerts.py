@@ -7,6 +7,7 @@ usable id is reported and skipped; every other field is optional.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,29 +16,42 @@ from exporter.model import AlarmContext
 __all__ = ["change_token", "parse_alert"]
 
 
-def _int(value: Any) -> int | None:
+#: Integers OTLP can carry (signed 64-bit); epoch seconds whose nanoseconds still fit in them.
+_INT64 = range(-(2**63), 2**63)
+_EPOCH = range(1, (2**63 - 1) // 1_000_000_000)
+#: A lone UTF-16 surrogate is valid JSON but not UTF-8 (SQLite and protobuf refuse it).
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _int(value: Any, valid: range = _INT64) -> int | None:
+    """An integer field (also from "12" or 12.0); None when absent, unusable or out of ``valid``."""
     if isinstance(value, bool) or value is None or value == "":
         return None
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
+        number = int(float(value))
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "1e400", Infinity
         return None
+    return number if number in valid else None
+
+
+def _text(value: Any) -> str:
+    return _SURROGATE_RE.sub("\ufffd", str(value))
 
 
 def _str(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    return str(value)
+    return _text(value)
 
 
 def _dimensions(raw: Any) -> tuple[tuple[str, str], ...]:
     if isinstance(raw, Mapping):
-        return tuple((str(k), str(v)) for k, v in raw.items())
+        return tuple((_text(k), _text(v)) for k, v in raw.items())
     out: list[tuple[str, str]] = []
     if isinstance(raw, list):
         for item in raw:
             if isinstance(item, Mapping) and item.get("key") not in (None, ""):
-                out.append((str(item["key"]), "" if item.get("value") is None else str(item.get("value"))))
+                out.append((_text(item["key"]), "" if item.get("value") is None else _text(item.get("value"))))
     return tuple(out)
 
 
@@ -58,10 +72,10 @@ def parse_alert(alert: Any) -> AlarmContext:
         strategy_id=_int(strategy_id) if _int(strategy_id) is not None else _str(strategy_id),
         strategy_name=_str(alert.get("strategy_name")),
         dimensions=_dimensions(alert.get("dimensions")),
-        begin_time=_int(alert.get("begin_time")),
-        create_time=_int(alert.get("create_time")),
-        update_time=_int(alert.get("update_time")),
-        end_time=_int(alert.get("end_time")),
+        begin_time=_int(alert.get("begin_time"), _EPOCH),
+        create_time=_int(alert.get("create_time"), _EPOCH),
+        update_time=_int(alert.get("update_time"), _EPOCH),
+        end_time=_int(alert.get("end_time"), _EPOCH),
     )
 
 

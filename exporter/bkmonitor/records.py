@@ -12,14 +12,16 @@ item that cannot be parsed is reported in ``ParseResult.malformed`` and skipped.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from exporter.mapping.ids import record_uid
 from exporter.model import FlowRecord
+from exporter.sources.base import FetchResult, Malformed
 
 __all__ = ["Malformed", "ParseResult", "parse_create_time", "parse_event_log"]
 
@@ -29,20 +31,26 @@ _OFFSET_RE = re.compile(r"([+-])(\d{2}):?(\d{2})$")
 _DIGITS_RE = re.compile(r"^\d+(\.\d+)?$")
 # Epoch values above this many seconds are read as milliseconds (year 5138 in seconds).
 _MS_THRESHOLD = 1e11
+# OTLP timestamps are unsigned 64-bit nanoseconds and many backends read them as signed: a time
+# outside (1970, 2262) cannot be carried, so such a record is malformed (counted and skipped)
+# rather than a batch the encoder refuses for ever.
+_MAX_NS = 2**63 - 1
+# A lone UTF-16 surrogate ("\ud800" in the JSON) is valid JSON but not valid UTF-8: protobuf and
+# SQLite refuse it, so it is replaced in every text the record carries (U+FFFD).
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
-@dataclass(frozen=True)
-class Malformed:
-    """One item that could not be parsed: its position in ``data`` and why."""
-
-    index: int
-    reason: str
+#: The source protocol's result types (exporter.sources.base), under the names this module had.
+ParseResult = FetchResult
 
 
-@dataclass
-class ParseResult:
-    records: list[FlowRecord] = field(default_factory=list)
-    malformed: list[Malformed] = field(default_factory=list)
+def _item_key(item: Any) -> str:
+    """A stable identity of one item (for "log a malformed item once")."""
+    try:
+        text = json.dumps(item, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(item)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _ns_from_epoch(value: float) -> int:
@@ -57,6 +65,13 @@ def _ns_from_datetime(moment: datetime) -> int:
 
 def parse_create_time(value: Any, tz: tzinfo) -> int:
     """UTC nanoseconds of a ``create_time``. Raises ValueError for anything unusable."""
+    ns = _parse_create_time(value, tz)
+    if not 0 < ns <= _MAX_NS:
+        raise ValueError(f"create_time {value!r} is outside the range OTLP timestamps can carry")
+    return ns
+
+
+def _parse_create_time(value: Any, tz: tzinfo) -> int:
     if isinstance(value, bool):
         raise ValueError("create_time is a boolean")
     if isinstance(value, (int, float)):
@@ -67,7 +82,7 @@ def parse_create_time(value: Any, tz: tzinfo) -> int:
         raise ValueError(f"create_time {value!r} is not a string or number")
     text = value.strip()
     if _DIGITS_RE.match(text):
-        return parse_create_time(float(text), tz)
+        return _parse_create_time(float(text), tz)
     offset = _OFFSET_RE.search(text)
     if offset and len(text) > 19:
         sign = -1 if offset.group(1) == "-" else 1
@@ -99,6 +114,17 @@ def _text(item: dict[str, Any], key: str, *, required: bool = False) -> str:
     raise ValueError(f"{key} is a {type(value).__name__}, not a string")
 
 
+def _clean(value: Any) -> Any:
+    """``value`` (a string or decoded JSON) with every lone surrogate replaced, keys included."""
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
 def parse_event_log(alarm_id: str, data: Sequence[Any], *, tz: tzinfo, observed_ns: int) -> ParseResult:
     """Parse one answer. Records keep the server's (newest-first) order."""
     result = ParseResult()
@@ -118,19 +144,19 @@ def parse_event_log(alarm_id: str, data: Sequence[Any], *, tz: tzinfo, observed_
             occurrence = occurrences.get(key, 0)
             occurrences[key] = occurrence + 1
             result.records.append(
-                FlowRecord(
+                FlowRecord(  # the uid from the text as sent; the fields cleaned for UTF-8
                     alarm_id=alarm_id,
-                    operate=operate,
-                    message=message,
-                    status=_text(item, "status"),
-                    event_id=_text(item, "event_id") or alarm_id,
+                    operate=_clean(operate),
+                    message=_clean(message),
+                    status=_clean(_text(item, "status")),
+                    event_id=_clean(_text(item, "event_id")) or alarm_id,
                     create_time_ns=create_ns,
-                    create_time_raw=raw_time_text,
-                    extend_info=item.get("extend_info"),
+                    create_time_raw=_clean(raw_time_text),
+                    extend_info=_clean(item.get("extend_info")),
                     uid=record_uid(alarm_id, operate, raw_time_text, message, occurrence),
                     observed_ns=observed_ns,
                 )
             )
         except (ValueError, OverflowError) as exc:
-            result.malformed.append(Malformed(index, str(exc)))
+            result.malformed.append(Malformed(index, str(exc), _item_key(item)))
     return result

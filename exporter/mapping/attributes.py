@@ -35,15 +35,23 @@ def _homogeneous(items: list[Any]) -> bool:
     return all(type(item) is first for item in items)
 
 
+#: OTLP integers are signed 64-bit: a larger JSON integer travels as its digits (a string).
+_INT64 = range(-(2**63), 2**63)
+
+
 def _leaf(value: Any) -> AttrValue:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return str(value)
     if isinstance(value, _PRIMITIVES):
         return value
     if isinstance(value, (list, tuple)) and _homogeneous(list(value)):
         items = list(value)
         if items and isinstance(items[0], float) and not all(math.isfinite(v) for v in items):
             return _compact_json([repr(v) for v in items])
+        if items and type(items[0]) is int and not all(v in _INT64 for v in items):
+            return _compact_json(items)
         return items
     return _compact_json(value)
 

@@ -1,10 +1,10 @@
-"""Discovery: find alarms through search_alert and decide which event logs need reading.
+"""Discovery: find alarms through the source and decide which event logs need reading.
 
-Windows (BK_API.md §3.2): search_alert selects alarms *active* in ``[start_time, end_time]`` (overlap,
-not creation), so every open alarm comes back in every window. Each round asks for
-``[previous end - overlap, now]`` (first round: ``now - lookback``; ``once --since`` reaches further
-back), pages to the end with an explicit stable ordering, and when the result is capped
-(``total_relation: gte``, or the ES result window would be exceeded) splits the window in halves.
+Windows: the source's ``discover(start, end)`` answers the alarms *active* in the window (for the
+BlueKing source, search_alert's overlap semantics, BK_API.md §3.2: every open alarm comes back in
+every window; paging and splitting capped windows are the source's business, see
+:mod:`exporter.sources.bkmonitor`). Each round asks for ``[previous end - overlap, now]`` (first
+round: ``now - lookback``; ``once --since`` reaches further back).
 
 API economy: an alarm's event log is read (made due) when it is new, when its change token
 (``update_time|status|severity``) moved, when it is reopened after retirement, or when its last full
@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
-from exporter.bkmonitor.alerts import change_token, parse_alert
+from exporter.bkmonitor.alerts import change_token
 from exporter.errors import BkApiError, BkAuthError
 from exporter.model import AlarmContext
 from exporter.pipeline.lifecycle import TERMINAL_STATUSES
+from exporter.sources.base import Source
 from exporter.state.base import StateStore
 
-__all__ = ["DiscoveryReport", "DiscoverySettings", "Discoverer", "SearchSource"]
+__all__ = ["DiscoveryReport", "DiscoverySettings", "Discoverer"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "discovery.window_end"
-RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
-MIN_WINDOW = 1.0  # seconds; a window this small is not split further
-
-
-class SearchSource(Protocol):
-    def search_alert(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 class DiscoveryMetrics(Protocol):
@@ -48,13 +43,10 @@ class DiscoveryMetrics(Protocol):
 
 @dataclass(frozen=True)
 class DiscoverySettings:
-    bk_biz_ids: tuple[int, ...]
+    """The windows and the economy (``alarms.recent``); what to search for is the source's."""
+
     lookback: float = 3600.0
     overlap: float = 600.0
-    status: tuple[str, ...] = ("ABNORMAL", "RECOVERED", "CLOSED")
-    query_string: str = ""
-    conditions: tuple[Mapping[str, Any], ...] = ()
-    page_size: int = 500
     interval: float = 60.0
     full_reread_interval: float = 1800.0
 
@@ -76,7 +68,7 @@ class DiscoveryReport:
 class Discoverer:
     def __init__(
         self,
-        source: SearchSource,
+        source: Source,
         store: StateStore,
         metrics: DiscoveryMetrics,
         settings: DiscoverySettings,
@@ -98,7 +90,7 @@ class Discoverer:
         start, end = self._window(now, since)
         report.window = (start, end)
         try:
-            alerts = self._search(start, end, report)
+            found = self.source.discover(start, end)
         except BkAuthError as exc:
             report.error = str(exc)
             self.metrics.auth_failure(str(exc))
@@ -108,7 +100,15 @@ class Discoverer:
             report.error = str(exc)
             log.warning("discovery: search_alert failed, the window will be asked again next round: %s", exc)
             return report
-        self._apply(alerts, now, report)
+        except Exception as exc:  # a bug in a source plugin: contained like a failed search
+            report.error = f"source failed: {type(exc).__name__}: {exc}"
+            log.error("discovery: %s; the window will be asked again next round", report.error, exc_info=exc)
+            return report
+        report.requests += found.calls
+        for reason in found.skipped:
+            report.skipped_alerts.append(reason)
+            log.warning("discovery: skipping an alert that cannot be used: %s", reason)
+        self._apply(found.alarms, now, report)
         self.store.set_meta(CHECKPOINT, str(end))
         self.metrics.set_alarms_followed(len(self.store.list_alarms()))
         log.info(
@@ -135,62 +135,10 @@ class Discoverer:
             start = min(start, end - int(since))
         return min(start, end - 1), end
 
-    # -- searching ----------------------------------------------------------------------------------
-    def _body(self, start: int, end: int, page: int) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "bk_biz_ids": list(s.bk_biz_ids),
-            "start_time": start,
-            "end_time": end,
-            "status": list(s.status),
-            "conditions": [dict(c) for c in s.conditions],
-            "query_string": s.query_string,
-            "ordering": ["-create_time", "-seq_id"],  # stable while alarms change status
-            "page": page,
-            "page_size": s.page_size,
-            "show_overview": False,
-            "show_aggs": False,
-        }
-
-    def _search(self, start: int, end: int, report: DiscoveryReport) -> dict[str, Any]:
-        """Every alert of the window, by id. Splits the window when BlueKing caps the result."""
-        found: dict[str, Any] = {}
-        page = 1
-        while True:
-            data = self.source.search_alert(self._body(start, end, page))
-            report.requests += 1
-            alerts = data.get("alerts") if isinstance(data, dict) else None
-            if not isinstance(alerts, list):
-                raise BkApiError("search_alert: data has no alerts list", endpoint="search_alert")
-            raw_total = data.get("total")
-            total = raw_total if isinstance(raw_total, int) else len(alerts)
-            capped = data.get("total_relation") == "gte" or total >= RESULT_WINDOW
-            if capped and end - start > MIN_WINDOW:
-                middle = (start + end) // 2
-                log.info("discovery: window %d..%d capped at %s alarms; splitting it", start, end, total)
-                found.update(self._search(start, middle, report))
-                found.update(self._search(middle, end, report))
-                return found
-            for alert in alerts:
-                alarm_id = str(alert.get("id")) if isinstance(alert, dict) else ""
-                found[alarm_id] = alert
-            fetched = (page - 1) * self.settings.page_size + len(alerts)
-            if len(alerts) < self.settings.page_size or fetched >= total:
-                return found
-            if (page + 1) * self.settings.page_size > RESULT_WINDOW:
-                return found  # only reachable when a 1-second window holds > 10,000 alarms
-            page += 1
-
     # -- deciding what to read ----------------------------------------------------------------------
-    def _apply(self, alerts: Mapping[str, Any], now: float, report: DiscoveryReport) -> None:
+    def _apply(self, alarms: Sequence[AlarmContext], now: float, report: DiscoveryReport) -> None:
         reread_before = now - self.settings.full_reread_interval if self.settings.full_reread_interval > 0 else None
-        for raw in alerts.values():
-            try:
-                ctx = parse_alert(raw)
-            except ValueError as exc:
-                report.skipped_alerts.append(str(exc))
-                log.warning("discovery: skipping an alert that cannot be used: %s", exc)
-                continue
+        for ctx in alarms:
             report.alerts += 1
             token = change_token(ctx)
             known = self.store.get_alarm(ctx.alarm_id)
@@ -218,6 +166,8 @@ class Discoverer:
                 report.changed += 1
             elif stale:
                 report.safety_net += 1
+            elif merged == known.context and (known.phase != "active" or known.retired_at is None):
+                continue  # the upsert would write the row back as it is: one transaction saved per alarm
             self.store.upsert_alarm(merged, source="discovered", now=now, due=changed or stale, change_token=token)
 
 

@@ -3,21 +3,25 @@
 Per alarm, in a worker thread (at most ``max_concurrency`` at once; the client also enforces its
 own global rate limit):
 
-1. ``get_event_log`` (the client retries transient failures with backoff);
-2. parse (malformed items are counted and logged once, then skipped);
+1. the source's ``fetch`` (:class:`~exporter.sources.base.Source`; the BlueKing source calls
+   ``get_event_log``, retrying transient failures with backoff, and parses the answer);
+2. malformed items are counted and logged once, then skipped;
 3. keep the records whose uid is not in the alarm's seen set (the list is re-folded by BlueKing
    between calls, so identity is by content, never by position);
-4. map them (oldest first) to log records and/or span events;
+4. map them (oldest first) with the mapper (:class:`~exporter.mappers.base.Mapper`) to log
+   records and/or span events;
 5. one ``commit_poll`` transaction: seen uids + outbox rows + lifecycle + next poll time.
 
 An error for one alarm never stops the others; an authentication failure stops the cycle (every
-other call would fail the same way) and is reported once per cycle.
+other call would fail the same way) and is reported once per cycle. A source or mapper plugin
+that raises is contained like a failed API call: nothing of that alarm's poll is committed, the
+error is logged with its traceback (at most once a minute per kind of error), and the alarm is
+read again at its next interval.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import threading
@@ -26,23 +30,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Protocol
 
-from exporter.bkmonitor.records import parse_event_log
-from exporter.errors import BkApiError, BkAuthError, BkNotFoundError
+from exporter.errors import BkApiError, BkAuthError, BkNotFoundError, PluginError
 from exporter.logsetup import RateLimitedLogger
-from exporter.mapping.logs import to_log_event
-from exporter.model import AlarmContext, FlowRecord, LogEvent
+from exporter.mappers.base import Mapper, guarded
+from exporter.mappers.default import DefaultMapper
+from exporter.model import AlarmContext, FlowRecord
 from exporter.pipeline.lifecycle import TERMINAL_STATUSES, escalated, next_poll_time, terminal_time
+from exporter.sources.base import FetchResult, Malformed, Source
+from exporter.sources.bkmonitor import BkApi, as_source
 from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StateStore
 
-__all__ = ["CycleReport", "EventLogSource", "PollSettings", "Poller", "SpanHook"]
+__all__ = ["CycleReport", "PollSettings", "Poller", "SpanHook"]
 
 log = logging.getLogger(__name__)
-
-
-class EventLogSource(Protocol):
-    def get_event_log(self, alarm_id: str) -> list[Any]: ...
 
 
 class PollMetrics(Protocol):
@@ -66,13 +68,6 @@ class SpanHook(Protocol):
     ) -> None: ...
 
 
-Mapper = Callable[[FlowRecord, "AlarmContext | None", bool], LogEvent]
-
-
-def _default_mapper(record: FlowRecord, ctx: AlarmContext | None, with_trace: bool) -> LogEvent:
-    return to_log_event(record, ctx, with_trace=with_trace)
-
-
 @dataclass(frozen=True)
 class PollSettings:
     interval: float = 30.0
@@ -80,7 +75,9 @@ class PollSettings:
     jitter: float = 0.1
     max_concurrency: int = 8
     signals: frozenset[str] = frozenset({"logs"})
-    timezone: tzinfo | None = None  # of create_time strings; None = Asia/Shanghai
+    #: of create_time strings, for a source given as a bare BlueKing API object (``get_event_log``),
+    #: which the poller wraps in :class:`~exporter.sources.bkmonitor.BkMonitorSource`; None = Asia/Shanghai
+    timezone: tzinfo | None = None
     #: with discovery: how often an unchanged, open, discovered alarm is re-read anyway (0 = every
     #: interval); discovery makes it due sooner when search_alert shows a change.
     full_reread_interval: float = 0.0
@@ -107,22 +104,22 @@ class Poller:
 
     def __init__(
         self,
-        source: EventLogSource,
+        source: Source | BkApi,
         store: StateStore,
         metrics: PollMetrics,
         settings: PollSettings,
         *,
-        mapper: Mapper = _default_mapper,
+        mapper: Mapper | None = None,
         spans: SpanHook | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
     ) -> None:
-        self.source = source
+        self.settings = settings
+        self.source = source  # the setter adapts a bare BlueKing API
         self.store = store
         self.metrics = metrics
-        self.settings = settings
-        self.mapper = mapper
+        self.mapper = guarded(mapper if mapper is not None else DefaultMapper())
         self.spans = spans
         self.clock = clock
         self.rng = rng
@@ -131,13 +128,16 @@ class Poller:
         self._malformed_seen: set[str] = set()
         self._limited = RateLimitedLogger(log, interval=60.0)
         self._failing = False
+        self._auth_retry_at: float | None = None  # set while BlueKing refuses our credentials
         self._overflow_logged_at = 0.0
-        if settings.timezone is None:
-            from zoneinfo import ZoneInfo
 
-            self._tz: tzinfo = ZoneInfo("Asia/Shanghai")
-        else:
-            self._tz = settings.timezone
+    @property
+    def source(self) -> Source:
+        return self._source
+
+    @source.setter
+    def source(self, source: Source | BkApi) -> None:
+        self._source = as_source(source, self.settings.timezone)
 
     # -- the cycle ----------------------------------------------------------------------------------
     def run_cycle(self, *, force: bool = False, limit: int = 1_000_000) -> CycleReport:
@@ -145,9 +145,17 @@ class Poller:
         with self._cycle_lock:
             started = self.clock()
             due = self.store.claim_due(float("inf") if force else started, limit)
+            if self._auth_retry_at is not None and not force:
+                # Refused credentials fail every call alike: one alarm probes them once per poll
+                # interval (no retry storm); when it gets through, the others follow at once.
+                due = due[:1] if started >= self._auth_retry_at else []
             report = CycleReport()
             if due:
                 self._poll_all(due, report)
+            if report.auth_error is not None:
+                self._auth_retry_at = started + self.settings.interval
+            elif report.polled:
+                self._auth_retry_at = None
             self.metrics.poll_cycle(ok=report.ok, alarms_polled=report.polled, seconds=self.clock() - started)
             if report.auth_error is None and report.polled:
                 self.metrics.auth_failure(None)
@@ -209,7 +217,7 @@ class Poller:
     def poll_alarm(self, alarm: AlarmState) -> _AlarmOutcome:
         now = self.clock()
         try:
-            data = self.source.get_event_log(alarm.alarm_id)
+            parsed = self.source.fetch(alarm.context)
         except BkNotFoundError as exc:
             log.warning(
                 "alarm %s: BlueKing does not know it (code %s: unknown id, or past retention); retiring it",
@@ -224,20 +232,41 @@ class Poller:
             # One line per alarm only at DEBUG: in an outage every alarm fails the same way; the
             # cycle reports a rate-limited summary (run_cycle).
             log.debug("alarm %s: get_event_log failed: %s", alarm.alarm_id, exc)
-            self.store.commit_poll(
-                PollCommit(
-                    alarm.alarm_id,
-                    now,
-                    last_error=str(exc),
-                    next_poll=next_poll_time(now, self.settings.interval, self.settings.jitter, self.rng),
-                )
-            )
-            return _AlarmOutcome(error=f"{alarm.alarm_id}: {exc}")
-        return self._commit(alarm, data, now)
+            return self._failed(alarm, now, str(exc))
+        except Exception as exc:  # a bug in a source plugin: contained like a failed call
+            return self._failed(alarm, now, self._plugin_failure(alarm.alarm_id, "source", exc))
+        try:
+            return self._commit(alarm, parsed, now)
+        except PluginError as exc:  # a bug in the mapper: nothing committed, read again next time
+            return self._failed(alarm, now, self._plugin_failure(alarm.alarm_id, "mapper", exc))
 
-    def _commit(self, alarm: AlarmState, data: list[Any], now: float) -> _AlarmOutcome:
-        parsed = parse_event_log(alarm.alarm_id, data, tz=self._tz, observed_ns=time.time_ns())
-        malformed = self._report_malformed(alarm.alarm_id, data, parsed.malformed)
+    def _failed(self, alarm: AlarmState, now: float, error: str) -> _AlarmOutcome:
+        """Record the failure; nothing else of this poll is committed, the alarm is read again later."""
+        self.store.commit_poll(
+            PollCommit(
+                alarm.alarm_id,
+                now,
+                last_error=error,
+                next_poll=next_poll_time(now, self.settings.interval, self.settings.jitter, self.rng),
+            )
+        )
+        return _AlarmOutcome(error=f"{alarm.alarm_id}: {error}")
+
+    def _plugin_failure(self, alarm_id: str, kind: str, exc: Exception) -> str:
+        """Log a plugin's failure with its traceback (once a minute per kind of error); describe it."""
+        cause = exc.__cause__ if isinstance(exc, PluginError) and isinstance(exc.__cause__, Exception) else exc
+        error = str(exc) if isinstance(exc, PluginError) else f"{kind} failed: {type(exc).__name__}: {exc}"
+        self._limited.error(
+            f"plugin:{kind}:{type(cause).__name__}",
+            "alarm %s: %s; nothing of this poll was committed, the alarm is read again at its next interval",
+            alarm_id,
+            error,
+            exc_info=exc,
+        )
+        return error
+
+    def _commit(self, alarm: AlarmState, parsed: FetchResult, now: float) -> _AlarmOutcome:
+        malformed = self._report_malformed(alarm.alarm_id, parsed.malformed)
         self.metrics.records_fetched(len(parsed.records))
         seen = self.store.seen_uids(alarm.alarm_id)
         # Oldest first, so the outbox (and the backend) receive them in time order.
@@ -249,7 +278,8 @@ class Poller:
         for r in new:
             ctx = escalated(ctx, r)
             if "logs" in self.settings.signals:
-                queued.append(QueuedRecord("logs", r.uid, self.mapper(r, ctx, with_trace).to_json()))
+                event = self.mapper.map_log(r, ctx, with_trace=with_trace)
+                queued.append(QueuedRecord("logs", r.uid, event.to_json()))
         commit.queued = queued
         if ctx != alarm.context:
             commit.context = ctx
@@ -286,11 +316,11 @@ class Poller:
             )
         return _AlarmOutcome(new_records=len(new), malformed=malformed, retired=int(retiring))
 
-    def _report_malformed(self, alarm_id: str, data: list[Any], malformed: Sequence[Any]) -> int:
+    def _report_malformed(self, alarm_id: str, malformed: Sequence[Malformed]) -> int:
         fresh = 0
         for bad in malformed:
-            raw = json.dumps(data[bad.index], sort_keys=True, default=str, ensure_ascii=False)
-            key = hashlib.sha256(f"{alarm_id}\0{raw}".encode()).hexdigest()
+            item = bad.key or f"#{bad.index}: {bad.reason}"
+            key = hashlib.sha256(f"{alarm_id}\0{item}".encode("utf-8", "surrogatepass")).hexdigest()
             if key in self._malformed_seen:
                 continue
             self._malformed_seen.add(key)

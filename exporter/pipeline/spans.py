@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from exporter.mapping.spans import alarm_span, epoch_ns, slice_span, span_event
@@ -66,10 +66,12 @@ class SpanPlanner:
 
     Reads the store (the alarm's stored span events), never writes it: everything goes through
     the commit. Called from poll worker threads, one alarm per call; it keeps no state of its own.
+    ``event`` maps one record to its span event (the configured mapper's ``map_span_event``).
     """
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, *, event: Callable[[FlowRecord], SpanEventData] = span_event) -> None:
         self.store = store
+        self.event = event
 
     def on_poll(
         self,
@@ -79,7 +81,7 @@ class SpanPlanner:
         commit: PollCommit,
         retiring: bool,
     ) -> None:
-        fresh = [(r.uid, span_event(r)) for r in new]
+        fresh = [(r.uid, self.event(r)) for r in new]
         commit.span_events = [*commit.span_events, *(_stored(uid, e) for uid, e in fresh)]
         if not fresh and not retiring:
             return  # nothing to show, nothing to end: no need to read the store

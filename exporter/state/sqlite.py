@@ -12,6 +12,8 @@ than this build knows is a :class:`~exporter.errors.StateSchemaError`.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import sqlite3
@@ -122,31 +124,37 @@ def _marks(n: int) -> str:
 class SqliteStateStore:
     """:class:`exporter.state.base.StateStore` on one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_queued: int = 1_000_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_queued: int = 1_000_000, exclusive: bool = False) -> None:
         self.path = Path(path)
         self.path_or_url = str(self.path)
         self.max_queued = max_queued
         self._lock = threading.RLock()
+        self._lock_fd: int | None = None
         if self.path.parent and not self.path.parent.exists():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"state store {self.path}: cannot create directory: {exc}") from exc
+        if exclusive:
+            self._lock_fd = _take_lock(self.path)
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
+            self._release_lock()
             raise StateError(f"state store {self.path}: cannot open: {exc}") from exc
         self._db.row_factory = sqlite3.Row
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            self._release_lock()
             raise StateCorruptError(
                 f"state store {self.path} is not a usable SQLite database ({exc}); "
                 "move it aside to start afresh, or point state.path elsewhere"
             ) from exc
         except StateError:
             self._db.close()
+            self._release_lock()
             raise
         self._depth = self._count_queued()
 
@@ -154,14 +162,9 @@ class SqliteStateStore:
     def _open(self) -> None:
         db = self._db
         db.execute("PRAGMA busy_timeout = 30000")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("state store %s: WAL journal not available (got %s)", self.path, mode)
-        sync = os.environ.get("BK_OTEL_EXPORTER_SQLITE_SYNC", "NORMAL").upper()
-        db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'FULL' else 'NORMAL'}")
-        db.execute("PRAGMA foreign_keys = ON")
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
+            self._configure()
             self._migrate(0)
             return
         if "meta" not in tables:
@@ -181,7 +184,25 @@ class SqliteStateStore:
                 f"state store {self.path} has schema version {version}, newer than this exporter "
                 f"understands ({SCHEMA_VERSION}); upgrade the exporter or use another state.path"
             )
+        # Damaged pages further in would otherwise only show up later, as a failing job every
+        # tick: check every page now (a fraction of a second for a million seen records).
+        problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StateCorruptError(
+                f"state store {self.path} is damaged ({'; '.join(problems)}); "
+                "move it aside to start afresh, or point state.path elsewhere"
+            )
+        self._configure()  # only now that the file is known to be ours: WAL is persistent
         self._migrate(version)
+
+    def _configure(self) -> None:
+        db = self._db
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("state store %s: WAL journal not available (got %s)", self.path, mode)
+        sync = os.environ.get("BK_OTEL_EXPORTER_SQLITE_SYNC", "NORMAL").upper()
+        db.execute(f"PRAGMA synchronous = {'FULL' if sync == 'FULL' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys = ON")
 
     def _migrate(self, current: int) -> None:
         for version in range(current + 1, SCHEMA_VERSION + 1):
@@ -287,7 +308,9 @@ class SqliteStateStore:
                 ):
                     fresh.append(queued[uid])
             wanted = len(fresh) + len(commit.extra_queued)
-            if wanted and self._depth + wanted > self.max_queued:
+            # An empty outbox takes a poll whole even when it alone exceeds the cap: otherwise an
+            # alarm with more new records than max_queued could never be taken.
+            if wanted and self._depth > 0 and self._depth + wanted > self.max_queued:
                 return CommitResult(inserted=0, overflow=True)
             db.executemany(
                 "INSERT OR IGNORE INTO seen (alarm_id, uid) VALUES (?, ?)",
@@ -309,7 +332,7 @@ class SqliteStateStore:
                     [(commit.alarm_id, uid) for uid in commit.sliced],
                 )
             self._update_alarm(db, commit, len(fresh))
-        self._depth += inserted
+            self._depth += inserted  # under the lock: ack() changes it from the sender's thread
         return CommitResult(inserted=inserted)
 
     @staticmethod
@@ -438,3 +461,39 @@ class SqliteStateStore:
                 self._db.close()
             except sqlite3.Error as exc:  # pragma: no cover - closing a broken handle
                 log.debug("state store %s: close failed: %s", self.path, exc)
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+def _take_lock(path: Path) -> int:
+    """Hold ``<path>.lock`` exclusively (``flock``) for as long as the returned fd stays open.
+
+    Two exporters on one state file would both poll and both send every record. The lock is
+    released by the kernel when the process ends, however it ends (SIGKILL included), so a stale
+    lock file never blocks a restart. The file holds the owner's pid, for the error message.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateError(f"state store {path}: cannot open the lock file {lock_path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            raise StateError(
+                f"state store {path} is in use by another bk-otel-exporter (pid {owner}); "
+                "stop it first, or give this one its own state.path"
+            ) from None
+        raise StateError(f"state store {path}: cannot lock {lock_path}: {exc}") from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

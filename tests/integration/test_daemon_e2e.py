@@ -18,10 +18,11 @@ from exporter.simulator import SimAlarm, SimClock, Simulator
 from tests.support.daemon import Daemon, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.rotel import RotelCollector
+from tests.support.secrets import APP_SECRET, OTLP_AUTH_HEADER, OTLP_TOKEN
 
 pytestmark = pytest.mark.integration
 
-SECRET = "s3cr3t-app-secret-value"
+SECRET = APP_SECRET  # tests/support/secrets.py: the session-wide leak check looks for it
 T0 = 1_718_000_030  # 2024-06-10 14:13:50 Asia/Shanghai
 
 
@@ -76,7 +77,7 @@ def config(sim: Simulator, endpoint: str, protocol: str, state: Path, ids: list[
             "protocol": protocol,
             "compression": "gzip",
             "timeout": "5s",
-            "headers": {"authorization": "Bearer otlp-token-xyz"},
+            "headers": {"authorization": OTLP_AUTH_HEADER},
         },
         "state": {"path": str(state)},
         "server": {"listen": ""},
@@ -135,7 +136,7 @@ def test_every_record_once_with_contract_fields(
     assert resource["service.name"] == "bk-otel-exporter"
     assert resource["service.instance.id"] and resource["host.name"] and resource["service.version"]
     # no secret in the daemon's output or in any BlueKing URL (auth goes in the header)
-    assert SECRET not in output and "otlp-token-xyz" not in output
+    assert SECRET not in output and OTLP_TOKEN not in output
     assert sim.requests and all(SECRET not in (r.query or "") for r in sim.requests)
     assert all("X-Bkapi-Authorization" in r.headers or "x-bkapi-authorization" in r.headers for r in sim.requests)
 
@@ -205,7 +206,7 @@ def test_http_gzip_and_headers_reach_the_backend(sim: Simulator, otlp_receiver: 
     assert otlp_receiver.logs()
     request = otlp_receiver.requests[0]
     assert request.transport == "http" and request.compressed
-    assert request.headers.get("authorization") == "Bearer otlp-token-xyz"
+    assert request.headers.get("authorization") == OTLP_AUTH_HEADER
 
 
 def test_once_exits_1_and_keeps_records_when_backend_is_down(

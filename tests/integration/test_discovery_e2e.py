@@ -21,11 +21,12 @@ from exporter.config import Config, config_from_dict
 from exporter.simulator import SimAlarm, SimClock, Simulator
 from tests.support.daemon import Daemon, write_config
 from tests.support.rotel import RotelCollector
+from tests.support.secrets import APP_SECRET
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_718_000_000.0
-SECRET = "discovery-secret-1234"
+SECRET = APP_SECRET  # tests/support/secrets.py: the session-wide leak check looks for it
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Run the exporter as a real subprocess (``python -m exporter ...``) from a config dict."""
+"""Run the exporter as a real subprocess (``python -m exporter ...``) from a config dict.
+
+Every output of those subprocesses (the daemon's log file, a CLI command's stdout and stderr) is
+registered in :data:`OUTPUTS`; ``tests/conftest.py`` scans them for the test secrets
+(``tests.support.secrets``) when the test that produced them ends.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,43 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["Daemon", "run_cli", "write_config"]
+__all__ = ["OUTPUTS", "CapturedOutput", "Daemon", "run_cli", "take_outputs", "write_config"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class CapturedOutput:
+    """One output of an exporter subprocess: a file still being written, or text."""
+
+    label: str
+    path: Path | None = None
+    text: str = ""
+
+    def read(self) -> str:
+        if self.path is None:
+            return self.text
+        try:
+            return self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+#: Outputs registered since the last :func:`take_outputs` (appended from the test's thread).
+OUTPUTS: list[CapturedOutput] = []
+
+
+def take_outputs() -> list[CapturedOutput]:
+    """Hand over (and forget) the outputs registered so far."""
+    taken = list(OUTPUTS)
+    del OUTPUTS[: len(taken)]
+    return taken
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> Path:
@@ -34,7 +68,7 @@ def run_cli(
     args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     """Run one CLI command to completion."""
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "exporter", *args],
         capture_output=True,
         text=True,
@@ -42,6 +76,8 @@ def run_cli(
         env=_env(env),
         cwd=ROOT,
     )
+    OUTPUTS.append(CapturedOutput(f"cli {' '.join(args)}", text=f"{done.stdout}\n{done.stderr}"))
+    return done
 
 
 class Daemon:
@@ -56,6 +92,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in wait()
+        OUTPUTS.append(CapturedOutput(f"daemon log {self.log_path.name}", path=self.log_path))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
             stdout=self._log,

@@ -13,6 +13,7 @@ from exporter.errors import BkUnavailableError
 from exporter.metrics import Metrics
 from exporter.pipeline.discovery import CHECKPOINT, Discoverer, DiscoverySettings
 from exporter.pipeline.lifecycle import severity_in
+from exporter.sources.bkmonitor import BkMonitorSource, SearchSettings
 from exporter.state.base import PollCommit
 from exporter.state.sqlite import SqliteStateStore
 
@@ -66,8 +67,8 @@ def store(tmp_path: Path) -> SqliteStateStore:
 
 
 def make(store: SqliteStateStore, search: Search, clock: list[float], **kw: Any) -> Discoverer:
-    settings = DiscoverySettings(bk_biz_ids=(2, 3), page_size=kw.pop("page_size", 2), **kw)
-    return Discoverer(search, store, Metrics(), settings, clock=lambda: clock[0])
+    source = BkMonitorSource(search, search=SearchSettings(bk_biz_ids=(2, 3), page_size=kw.pop("page_size", 2)))
+    return Discoverer(source, store, Metrics(), DiscoverySettings(**kw), clock=lambda: clock[0])
 
 
 def test_request_body_is_economical_and_explicit(store: SqliteStateStore) -> None:

@@ -165,12 +165,8 @@ def test_log_event_json_round_trip() -> None:
 def test_ids_are_deterministic_and_documented() -> None:
     import hashlib
 
-    assert alarm_trace_id("1") == int.from_bytes(
-        hashlib.sha256(b"bk-otel-exporter/trace/1").digest()[:16], "big"
-    )
-    assert alarm_span_id("1") == int.from_bytes(
-        hashlib.sha256(b"bk-otel-exporter/span/1").digest()[:8], "big"
-    )
+    assert alarm_trace_id("1") == int.from_bytes(hashlib.sha256(b"bk-otel-exporter/trace/1").digest()[:16], "big")
+    assert alarm_span_id("1") == int.from_bytes(hashlib.sha256(b"bk-otel-exporter/span/1").digest()[:8], "big")
     assert alarm_trace_id("1") != alarm_trace_id("2")
     assert record_uid("1", "CREATE", "t", "m") == record_uid("1", "CREATE", "t", "m")
     assert record_uid("1", "CREATE", "t", "m", 0) != record_uid("1", "CREATE", "t", "m", 1)

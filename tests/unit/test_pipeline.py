@@ -78,9 +78,7 @@ class Rig:
 
     def follow(self, *ids: str) -> None:
         for alarm_id in ids:
-            self.store.upsert_alarm(
-                AlarmContext(alarm_id, severity=1), source="config", now=self.clock(), due=True
-            )
+            self.store.upsert_alarm(AlarmContext(alarm_id, severity=1), source="config", now=self.clock(), due=True)
 
     def cycle(self) -> Any:
         report = self.poller.run_cycle()
@@ -206,9 +204,7 @@ def test_auth_failure_stops_the_cycle_and_marks_unready(rig: Callable[..., Rig])
     assert r.metrics.ready()[0] is False
 
 
-def test_malformed_items_counted_once_and_skipped(
-    rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_malformed_items_counted_once_and_skipped(rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
     r = rig()
     r.follow("1")
     r.source.data["1"] = [row("CREATE", "2024-06-10 14:13:50"), {"operate": "ACK", "create_time": "never"}, 7]
@@ -257,13 +253,17 @@ def test_rejected_records_are_isolated_and_parked(rig: Callable[..., Rig]) -> No
 
 def test_outbox_full_leaves_records_in_bluekings_hands(rig: Callable[..., Rig]) -> None:
     r = rig(max_queued=3)
-    r.follow("1")
+    r.follow("0")
     r.sink.fail_with = ExportOutcome.RETRY
+    r.source.data["0"] = [row("CREATE", "2024-06-10 14:13:50")]
+    r.cycle()
+    r.follow("1")
     r.source.data["1"] = [row("ACTION", f"2024-06-10 14:14:{s:02d}", f"n{s}") for s in range(5)]
     report = r.cycle()
-    assert report.overflow == 5 and r.store.outbox_stats().depth == 0
+    assert report.overflow == 5 and r.store.outbox_stats().depth == 1
     r.sink.fail_with = None
-    r.store.max_queued = 100
+    r.clock.t += 31
+    r.cycle()  # the queue drained first; then the empty outbox takes the 5 whole, above the cap
     r.clock.t += 31
     r.cycle()
-    assert len(r.sink.logs) == 5
+    assert len(r.sink.logs) == 6

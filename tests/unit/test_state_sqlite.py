@@ -67,9 +67,7 @@ def test_ack_release_park(store: SqliteStateStore) -> None:
 def test_overflow_commits_nothing(store: SqliteStateStore) -> None:
     store.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
     assert commit(store, [f"u{i}" for i in range(8)]) == 8
-    result = store.commit_poll(
-        PollCommit("1", 1.0, seen=["x", "y", "z"], queued=[event("x"), event("y"), event("z")])
-    )
+    result = store.commit_poll(PollCommit("1", 1.0, seen=["x", "y", "z"], queued=[event("x"), event("y"), event("z")]))
     assert result.overflow and result.inserted == 0
     assert "x" not in store.seen_uids("1")  # left unseen: read again once there is room
     store.ack([i.seq for i in store.claim_outbox("logs", 5)])
@@ -79,9 +77,7 @@ def test_overflow_commits_nothing(store: SqliteStateStore) -> None:
 def test_state_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     s = SqliteStateStore(path)
-    s.upsert_alarm(
-        AlarmContext("9", name="n", dimensions=(("ip", "1.2.3.4"),)), source="discovered", now=1.0, due=True
-    )
+    s.upsert_alarm(AlarmContext("9", name="n", dimensions=(("ip", "1.2.3.4"),)), source="discovered", now=1.0, due=True)
     commit(s, ["a"], alarm_id="9")
     instance = s.get_meta("instance_id")
     s.close()
