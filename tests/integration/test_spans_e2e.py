@@ -9,7 +9,7 @@ Two alarms, real clock, ``poll.interval`` 1 s, ``retire_after`` 2 s, ``signals: 
   (its alarm span waits in the outbox), the daemon is SIGKILLed; collector and daemon come back
   and A's alarm span (OK) arrives once, carrying the records all three processes read.
 
-The ids are checked against the derivation written in docs/traces.md (recomputed here, not
+The ids are checked against the derivation written in the README ("Traces") (recomputed here, not
 imported), and nothing is sent twice across the restart.
 """
 

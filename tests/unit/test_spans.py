@@ -16,7 +16,7 @@ T0 = 1_718_000_000
 
 
 def documented_trace_id(alarm_id: str) -> int:
-    """docs/traces.md, written out independently of exporter.mapping.ids."""
+    """README "Traces", written out independently of exporter.mapping.ids."""
     return int.from_bytes(hashlib.sha256(f"bk-otel-exporter/trace/{alarm_id}".encode()).digest()[:16], "big")
 
 
