@@ -79,6 +79,7 @@ from psycopg.rows import dict_row
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
 from exporter.model import AlarmContext, LogEvent, OutboxItem, SpanRecord
 from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
+from exporter.state.sql import alarm_update
 
 __all__ = ["SCHEMA_VERSION", "PostgresStateStore", "redact_url"]
 
@@ -783,31 +784,7 @@ class PostgresStateStore:
         return CommitResult(inserted=inserted)
 
     def _update_alarm(self, cur: Cursor, c: PollCommit, new_records: int) -> None:
-        sets = ["last_poll = %s", "records = records + %s", "lease_owner = NULL", "lease_until = NULL"]
-        params: list[object] = [c.now, new_records]
-        for column, value in (
-            ("context", c.context.to_json() if c.context else None),
-            ("phase", c.phase),
-            ("next_poll", c.next_poll),
-            ("terminal_at", c.terminal_at),
-            ("change_token", c.change_token),
-        ):
-            if value is not None:
-                sets.append(f"{column} = %s")
-                params.append(value)
-        if c.full_read:
-            sets.append("last_full_read = %s")
-            params.append(c.now)
-        if c.phase in ("retired", "expired"):
-            sets.append("retired_at = %s")
-            params.append(c.now)
-        if c.last_error is not None:
-            sets.append("last_error = %s")
-            params.append(c.last_error)
-        elif c.clear_error:
-            sets.append("last_error = NULL")
-        params.append(c.alarm_id)
-        cur.execute(f"UPDATE alarms SET {', '.join(sets)} WHERE alarm_id = %s", params)
+        cur.execute(*alarm_update(c, new_records, "%s", ("lease_owner = NULL", "lease_until = NULL")))
 
     def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
         def query(cur: Cursor) -> list[StoredSpanEvent]:

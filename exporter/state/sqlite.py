@@ -33,6 +33,7 @@ from exporter.state.base import (
     PollCommit,
     StoredSpanEvent,
 )
+from exporter.state.sql import alarm_update
 
 __all__ = ["SCHEMA_VERSION", "SqliteStateStore"]
 
@@ -337,31 +338,7 @@ class SqliteStateStore:
 
     @staticmethod
     def _update_alarm(db: sqlite3.Connection, c: PollCommit, new_records: int) -> None:
-        sets = ["last_poll = ?", "records = records + ?"]
-        params: list[object] = [c.now, new_records]
-        for column, value in (
-            ("context", c.context.to_json() if c.context else None),
-            ("phase", c.phase),
-            ("next_poll", c.next_poll),
-            ("terminal_at", c.terminal_at),
-            ("change_token", c.change_token),
-        ):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                params.append(value)
-        if c.full_read:
-            sets.append("last_full_read = ?")
-            params.append(c.now)
-        if c.phase in ("retired", "expired"):
-            sets.append("retired_at = ?")
-            params.append(c.now)
-        if c.last_error is not None:
-            sets.append("last_error = ?")
-            params.append(c.last_error)
-        elif c.clear_error:
-            sets.append("last_error = NULL")
-        params.append(c.alarm_id)
-        db.execute(f"UPDATE alarms SET {', '.join(sets)} WHERE alarm_id = ?", params)
+        db.execute(*alarm_update(c, new_records, "?"))
 
     def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
         rows = self._query(
