@@ -71,6 +71,21 @@ def parse_create_time(value: Any, tz: tzinfo) -> int:
     return ns
 
 
+def _plain_time(text: str) -> datetime | None:
+    """``YYYY-MM-DD HH:MM:SS`` (what BlueKing sends) without ``strptime``, which costs ~10x more;
+    None for anything else, including out-of-range fields: the general path then decides."""
+    if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":" or text[16] != ":":
+        return None
+    fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if not all(f.isascii() and f.isdigit() for f in fields):
+        return None
+    year, month, day, hour, minute, second = (int(f) for f in fields)
+    try:
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+
+
 def _parse_create_time(value: Any, tz: tzinfo) -> int:
     if isinstance(value, bool):
         raise ValueError("create_time is a boolean")
@@ -81,6 +96,9 @@ def _parse_create_time(value: Any, tz: tzinfo) -> int:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"create_time {value!r} is not a string or number")
     text = value.strip()
+    fast = _plain_time(text)
+    if fast is not None:
+        return _ns_from_datetime(fast.replace(tzinfo=tz))
     if _DIGITS_RE.match(text):
         return _parse_create_time(float(text), tz)
     offset = _OFFSET_RE.search(text)

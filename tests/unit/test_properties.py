@@ -41,6 +41,7 @@ from exporter.mapping.spans import alarm_span, slice_span, span_event
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext, LogEvent, SpanRecord
 from exporter.pipeline.poller import Poller, PollSettings
+from exporter.sinks.base import ExportOutcome
 from exporter.sinks.otlp import OtlpSettings, OtlpSink
 from exporter.state.sqlite import SqliteStateStore
 
@@ -314,3 +315,20 @@ def test_poller_counts_bad_items_and_enqueues_every_good_one_once(
     again = poller.poll_alarm(store.get_alarm(alarm_id))  # type: ignore[arg-type]
     assert again.new_records == 0 and again.malformed == 0
     assert store.outbox_stats().depth == depth + len(expected.records)
+
+
+# -- the sink's safety net ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_batch_the_encoder_refuses_is_rejected_not_retried_for_ever(protocol: str) -> None:
+    """Should a record that OTLP cannot carry ever reach the outbox (the parser cleans lone
+    surrogates; this one is built by hand), the sink says REJECTED, so the sender isolates and
+    parks it, instead of RETRY, which would hold the whole outbox back for ever."""
+    sink = OtlpSink(OtlpSettings(endpoint="http://127.0.0.1:9", protocol=protocol, timeout=1.0))
+    try:
+        bad = LogEvent("u1", "1", 1, 1, "ACTION", json.loads('"cut \\ud83d"'), 9, "INFO")
+        result = sink.export("logs", [bad])
+    finally:
+        sink.shutdown()
+    assert result.outcome is ExportOutcome.REJECTED and "cannot be encoded as OTLP" in result.detail
