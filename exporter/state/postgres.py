@@ -77,9 +77,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
-from exporter.model import AlarmContext, LogEvent, OutboxItem, SpanRecord
+from exporter.model import AlarmContext, OutboxItem
 from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
-from exporter.state.sql import alarm_update
+from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload
 
 __all__ = ["SCHEMA_VERSION", "PostgresStateStore", "redact_url"]
 
@@ -185,28 +185,6 @@ _RECENT = "interval '1 hour'"
 T = TypeVar("T")
 Cursor = psycopg.Cursor[dict[str, Any]]
 Connection = psycopg.Connection[Any]
-
-
-def _alarm_from_row(row: dict[str, Any]) -> AlarmState:
-    return AlarmState(
-        alarm_id=row["alarm_id"],
-        source=row["source"],
-        phase=row["phase"],
-        context=AlarmContext.from_json(row["context"]),
-        first_seen=row["first_seen"],
-        next_poll=row["next_poll"],
-        last_poll=row["last_poll"],
-        last_full_read=row["last_full_read"],
-        terminal_at=row["terminal_at"],
-        retired_at=row["retired_at"],
-        change_token=row["change_token"],
-        records=row["records"],
-        last_error=row["last_error"],
-    )
-
-
-def _payload(kind: str, text: str) -> LogEvent | SpanRecord:
-    return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
 
 
 # -- the URL's password ---------------------------------------------------------------------------
@@ -589,11 +567,11 @@ class PostgresStateStore:
                 )
                 inserted = cur.fetchone()
                 if inserted is not None:
-                    return _alarm_from_row(inserted)
+                    return alarm_from_row(inserted)
                 cur.execute(select, (ctx.alarm_id,))
                 row = cur.fetchone()
                 assert row is not None  # the conflicting insert committed it
-            current = _alarm_from_row(row)
+            current = alarm_from_row(row)
             phase = current.phase
             if due and phase == "retired":
                 phase = "active"  # reopened: followed again
@@ -617,7 +595,7 @@ class PostgresStateStore:
             )
             out = cur.fetchone()
             assert out is not None
-            return _alarm_from_row(out)
+            return alarm_from_row(out)
 
         return self._run("upsert_alarm", upsert)
 
@@ -625,7 +603,7 @@ class PostgresStateStore:
         def query(cur: Cursor) -> AlarmState | None:
             cur.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = %s", (alarm_id,))
             row = cur.fetchone()
-            return _alarm_from_row(row) if row else None
+            return alarm_from_row(row) if row else None
 
         return self._run("get_alarm", query)
 
@@ -635,7 +613,7 @@ class PostgresStateStore:
                 f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE phase = ANY(%s::text[]) ORDER BY first_seen, alarm_id",
                 (list(phases),),
             )
-            return [_alarm_from_row(r) for r in cur.fetchall()]
+            return [alarm_from_row(r) for r in cur.fetchall()]
 
         return self._run("list_alarms", query)
 
@@ -685,7 +663,7 @@ class PostgresStateStore:
                     "steal": self._steal_after,
                 },
             )
-            return sorted((_alarm_from_row(r) for r in cur.fetchall()), key=lambda a: (a.next_poll, a.alarm_id))
+            return sorted((alarm_from_row(r) for r in cur.fetchall()), key=lambda a: (a.next_poll, a.alarm_id))
 
         claimed = self._run("claim_due", claim)
         if touch:
@@ -863,7 +841,7 @@ class PostgresStateStore:
             for r in rows:
                 self._held_outbox[r["seq"]] = stamp
         return [
-            OutboxItem(r["seq"], r["kind"], _payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"])
+            OutboxItem(r["seq"], r["kind"], outbox_payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"])
             for r in rows
         ]
 

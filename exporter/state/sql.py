@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from exporter.state.base import PollCommit
+from exporter.model import AlarmContext, LogEvent, SpanRecord
+from exporter.state.base import AlarmState, PollCommit
 
-__all__ = ["alarm_update"]
+__all__ = ["alarm_from_row", "alarm_update", "outbox_payload"]
+
+
+def alarm_from_row(row: Any) -> AlarmState:
+    """An ``alarms`` row (sqlite3.Row or a psycopg dict row) as an AlarmState."""
+    return AlarmState(
+        alarm_id=row["alarm_id"],
+        source=row["source"],
+        phase=row["phase"],
+        context=AlarmContext.from_json(row["context"]),
+        first_seen=row["first_seen"],
+        next_poll=row["next_poll"],
+        last_poll=row["last_poll"],
+        last_full_read=row["last_full_read"],
+        terminal_at=row["terminal_at"],
+        retired_at=row["retired_at"],
+        change_token=row["change_token"],
+        records=row["records"],
+        last_error=row["last_error"],
+    )
+
+
+def outbox_payload(kind: str, text: str) -> LogEvent | SpanRecord:
+    """An outbox row's payload: a SpanRecord for ``spans``, else a LogEvent."""
+    return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
 
 
 def alarm_update(c: PollCommit, new_records: int, mark: str, extra: Sequence[str] = ()) -> tuple[str, list[object]]:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
-from exporter.model import AlarmContext, LogEvent, OutboxItem, SpanRecord
+from exporter.model import AlarmContext, OutboxItem
 from exporter.state.base import (
     AlarmState,
     CommitResult,
@@ -33,7 +33,7 @@ from exporter.state.base import (
     PollCommit,
     StoredSpanEvent,
 )
-from exporter.state.sql import alarm_update
+from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload
 
 __all__ = ["SCHEMA_VERSION", "SqliteStateStore"]
 
@@ -94,28 +94,6 @@ _ALARM_COLUMNS = (
     "alarm_id, source, phase, context, first_seen, next_poll, last_poll, last_full_read, "
     "terminal_at, retired_at, change_token, records, last_error"
 )
-
-
-def _alarm_from_row(row: sqlite3.Row) -> AlarmState:
-    return AlarmState(
-        alarm_id=row["alarm_id"],
-        source=row["source"],
-        phase=row["phase"],
-        context=AlarmContext.from_json(row["context"]),
-        first_seen=row["first_seen"],
-        next_poll=row["next_poll"],
-        last_poll=row["last_poll"],
-        last_full_read=row["last_full_read"],
-        terminal_at=row["terminal_at"],
-        retired_at=row["retired_at"],
-        change_token=row["change_token"],
-        records=row["records"],
-        last_error=row["last_error"],
-    )
-
-
-def _payload(kind: str, text: str) -> LogEvent | SpanRecord:
-    return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
 
 
 def _marks(n: int) -> str:
@@ -254,7 +232,7 @@ class SqliteStateStore:
                     (ctx.alarm_id, source, ctx.to_json(), now, now, change_token),
                 )
             else:
-                current = _alarm_from_row(row)
+                current = alarm_from_row(row)
                 phase = current.phase
                 if due and phase == "retired":
                     phase = "active"  # reopened: followed again
@@ -270,18 +248,18 @@ class SqliteStateStore:
                     (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id),
                 )
             out = db.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)).fetchone()
-        return _alarm_from_row(out)
+        return alarm_from_row(out)
 
     def get_alarm(self, alarm_id: str) -> AlarmState | None:
         rows = self._query(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (alarm_id,))
-        return _alarm_from_row(rows[0]) if rows else None
+        return alarm_from_row(rows[0]) if rows else None
 
     def list_alarms(self, phases: Sequence[str] = ("active", "closing")) -> list[AlarmState]:
         rows = self._query(
             f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE phase IN ({_marks(len(phases))}) ORDER BY first_seen",
             list(phases),
         )
-        return [_alarm_from_row(r) for r in rows]
+        return [alarm_from_row(r) for r in rows]
 
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
         rows = self._query(
@@ -289,7 +267,7 @@ class SqliteStateStore:
             "ORDER BY next_poll LIMIT ?",
             (now, limit),
         )
-        return [_alarm_from_row(r) for r in rows]
+        return [alarm_from_row(r) for r in rows]
 
     def seen_uids(self, alarm_id: str) -> set[str]:
         return {r[0] for r in self._query("SELECT uid FROM seen WHERE alarm_id = ?", (alarm_id,))}
@@ -370,7 +348,7 @@ class SqliteStateStore:
             (kind, limit),
         )
         return [
-            OutboxItem(r["seq"], r["kind"], _payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"])
+            OutboxItem(r["seq"], r["kind"], outbox_payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"])
             for r in rows
         ]
 
