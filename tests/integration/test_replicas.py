@@ -33,31 +33,18 @@ import yaml
 
 from exporter.bkmonitor.records import parse_event_log
 from exporter.errors import StateError
-from exporter.model import AlarmContext, LogEvent
+from exporter.model import AlarmContext
 from exporter.simulator import SimClock, Simulator
 from exporter.state import open_store
-from exporter.state.base import PollCommit, QueuedRecord
+from exporter.state.base import PollCommit
 from exporter.state.postgres import PostgresStateStore
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.postgres import fresh_database, fresh_schema
+from tests.support.records import queued_log
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def event(uid: str, alarm_id: str = "1") -> QueuedRecord:
-    ev = LogEvent(
-        uid=uid,
-        alarm_id=alarm_id,
-        timestamp_ns=1,
-        observed_ns=2,
-        event_name="CREATE",
-        body="b",
-        severity_number=9,
-        severity_text="INFO",
-    )
-    return QueuedRecord("logs", uid, ev.to_json())
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
@@ -151,12 +138,14 @@ def test_a_stale_commit_neither_loses_nor_duplicates(two_replicas: Callable[...,
     (claimed,) = a.claim_due(10.0, 10)
     wait_until(lambda: len(b.claim_due(10.0, 10)) == 1, 5.0, "b to take the alarm over")
     # a wakes up and commits what it read: the records count, the lifecycle is b's to decide
-    stale = a.commit_poll(PollCommit("1", 11.0, seen=["r1", "r2"], queued=[event("r1"), event("r2")], next_poll=99.0))
+    stale = a.commit_poll(
+        PollCommit("1", 11.0, seen=["r1", "r2"], queued=[queued_log("r1"), queued_log("r2")], next_poll=99.0)
+    )
     assert stale.inserted == 2
     alarm = a.get_alarm("1")
     assert alarm is not None and alarm.next_poll == claimed.next_poll and alarm.records == 2
     # b read the same records and one more: only the new one is queued
-    b_commit = PollCommit("1", 12.0, seen=["r1", "r2", "r3"], queued=[event(u) for u in ("r1", "r2", "r3")])
+    b_commit = PollCommit("1", 12.0, seen=["r1", "r2", "r3"], queued=[queued_log(u) for u in ("r1", "r2", "r3")])
     b_commit.next_poll = 40.0
     assert b.commit_poll(b_commit).inserted == 1
     alarm = b.get_alarm("1")
@@ -169,7 +158,7 @@ def test_outbox_rows_are_leased_per_replica(two_replicas: Callable[..., Postgres
     a = two_replicas("a")
     b = two_replicas("b")
     a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
-    a.commit_poll(PollCommit("1", 5.0, seen=list("abcd"), queued=[event(u) for u in "abcd"]))
+    a.commit_poll(PollCommit("1", 5.0, seen=list("abcd"), queued=[queued_log(u) for u in "abcd"]))
     first = a.claim_outbox("logs", 2)
     second = b.claim_outbox("logs", 10)
     assert [i.payload.uid for i in first] == ["a", "b"] and [i.payload.uid for i in second] == ["c", "d"]

@@ -18,10 +18,11 @@ import psycopg
 import pytest
 
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
-from exporter.model import AlarmContext, LogEvent, SpanRecord
+from exporter.model import AlarmContext, SpanRecord
 from exporter.state.base import PollCommit, QueuedRecord, StateStore, StoredSpanEvent
 from exporter.state.sqlite import SqliteStateStore
 from tests.support.postgres import fresh_schema
+from tests.support.records import queued_log
 
 
 @dataclass
@@ -78,28 +79,13 @@ def store(backend: Backend) -> Iterator[StateStore]:
         s.close()
 
 
-def event(uid: str, alarm_id: str = "1") -> QueuedRecord:
-    ev = LogEvent(
-        uid=uid,
-        alarm_id=alarm_id,
-        timestamp_ns=1,
-        observed_ns=2,
-        event_name="CREATE",
-        body="b",
-        severity_number=9,
-        severity_text="INFO",
-        attributes={"k": [1, 2]},
-    )
-    return QueuedRecord("logs", uid, ev.to_json())
-
-
 def span(uid: str, alarm_id: str = "1") -> QueuedRecord:
     record = SpanRecord(uid=uid, alarm_id=alarm_id, trace_id=1, span_id=2, name="alarm", start_ns=1, end_ns=2)
     return QueuedRecord("spans", uid, record.to_json())
 
 
 def commit(store: StateStore, uids: list[str], alarm_id: str = "1", **kw: Any) -> int:
-    c = PollCommit(alarm_id, 100.0, seen=uids, queued=[event(u, alarm_id) for u in uids], **kw)
+    c = PollCommit(alarm_id, 100.0, seen=uids, queued=[queued_log(u, alarm_id) for u in uids], **kw)
     return store.commit_poll(c).inserted
 
 
@@ -131,7 +117,7 @@ def test_commit_updates_the_alarm_with_its_records(store: StateStore) -> None:
             "1",
             50.0,
             seen=["a"],
-            queued=[event("a")],
+            queued=[queued_log("a")],
             span_events=[StoredSpanEvent("a", 7, "{}"), StoredSpanEvent("b", 3, "{}")],
             context=ctx,
             phase="closing",
@@ -158,7 +144,7 @@ def test_commit_is_all_or_nothing(store: StateStore) -> None:
     follow(store, "1")
     bad = QueuedRecord("logs", "b", object())  # type: ignore[arg-type] # cannot be stored: fails mid-commit
     with pytest.raises((sqlite3.Error, StateError)):
-        store.commit_poll(PollCommit("1", 5.0, seen=["a", "b"], queued=[event("a"), bad], next_poll=9.0))
+        store.commit_poll(PollCommit("1", 5.0, seen=["a", "b"], queued=[queued_log("a"), bad], next_poll=9.0))
     assert store.seen_uids("1") == set()  # the seen marks went with the failed outbox insert
     assert store.outbox_stats().depth == 0
     alarm = store.get_alarm("1")
@@ -177,7 +163,9 @@ def test_extra_queued_rows_are_not_tied_to_seen_uids(store: StateStore) -> None:
 def test_overflow_commits_nothing(store: StateStore) -> None:
     follow(store, "1")
     assert commit(store, [f"u{i}" for i in range(8)]) == 8
-    result = store.commit_poll(PollCommit("1", 1.0, seen=["x", "y", "z"], queued=[event("x"), event("y"), event("z")]))
+    result = store.commit_poll(
+        PollCommit("1", 1.0, seen=["x", "y", "z"], queued=[queued_log("x"), queued_log("y"), queued_log("z")])
+    )
     assert result.overflow and result.inserted == 0
     assert "x" not in store.seen_uids("1")  # left unseen: read again once there is room
     store.ack([i.seq for i in store.claim_outbox("logs", 5)])
@@ -187,7 +175,7 @@ def test_overflow_commits_nothing(store: StateStore) -> None:
 def test_an_empty_outbox_takes_a_poll_bigger_than_the_cap(store: StateStore) -> None:
     follow(store, "1")
     assert commit(store, [f"u{i}" for i in range(12)]) == 12  # max_queued is 10
-    assert store.commit_poll(PollCommit("1", 1.0, seen=["x"], queued=[event("x")])).overflow
+    assert store.commit_poll(PollCommit("1", 1.0, seen=["x"], queued=[queued_log("x")])).overflow
 
 
 def test_ack_release_park(store: StateStore) -> None:
