@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -161,14 +162,26 @@ class Discoverer:
                 )
                 continue
             changed = token != known.change_token
-            stale = reread_before is not None and (known.last_full_read or 0.0) < reread_before
-            if changed:
+            last_read = known.last_full_read or 0.0
+            stale = reread_before is not None and last_read < reread_before - _spread(ctx.alarm_id, self.settings)
+            # update_time has one-second resolution: a record added later in the second of our last
+            # read leaves the token as it was, so read such an alarm once more.
+            racy = ctx.update_time is not None and last_read > 0 and ctx.update_time + 1 > last_read
+            if changed or racy:
                 report.changed += 1
             elif stale:
                 report.safety_net += 1
             elif merged == known.context and (known.phase != "active" or known.retired_at is None):
                 continue  # the upsert would write the row back as it is: one transaction saved per alarm
-            self.store.upsert_alarm(merged, source="discovered", now=now, due=changed or stale, change_token=token)
+            self.store.upsert_alarm(
+                merged, source="discovered", now=now, due=changed or racy or stale, change_token=token
+            )
+
+
+def _spread(alarm_id: str, settings: DiscoverySettings) -> float:
+    """Up to a fifth of the safety-net interval, fixed per alarm, so that alarms discovered together
+    are not all re-read in the same round."""
+    return settings.full_reread_interval * 0.2 * (zlib.crc32(alarm_id.encode()) % 1000) / 1000
 
 
 def _merge(old: AlarmContext, new: AlarmContext) -> AlarmContext:

@@ -145,6 +145,7 @@ def test_restart_does_not_reread_history_or_reannounce(
     rotel, receiver = rotel_collector
     config = make_config(sim, rotel.grpc_endpoint, tmp_path / "s.db")
     alarms = [sim.add_alarm(bk_biz_id=2, name=f"a{i}") for i in range(3)]
+    sim.clock.advance(2)  # read after the second they changed in (a read in that second is read again)
     app = App(config, clock=sim.clock.now)
     try:
         cycle(app)
