@@ -60,8 +60,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from exporter.mapping.attributes import extend_info_attributes
-from exporter.mapping.ids import alarm_span_id, alarm_trace_id
-from exporter.mapping.logs import severity_of
+from exporter.mapping.logs import log_event
 from exporter.model import AlarmContext, AttrValue, FlowRecord, LogEvent, SpanEventData
 from exporter.plugins import NoOptions, Plugin, PluginContext
 
@@ -145,7 +144,6 @@ class EcsMapper:
     """CONTRACT.md log records, ECS attribute names (see the module docstring for the table)."""
 
     def map_log(self, record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bool) -> LogEvent:
-        number, text = severity_of(record.operate, ctx.severity if ctx else None)
         attrs = _record_attributes(record)
         attrs.update(_context_attributes(ctx))
         attrs["labels.bk_alarm_id"] = record.alarm_id
@@ -153,19 +151,7 @@ class EcsMapper:
         attrs["labels.bk_event_log_status"] = record.status
         attrs["event.kind"] = "alert"
         attrs["event.outcome"] = ecs_outcome(record.status)
-        return LogEvent(
-            uid=record.uid,
-            alarm_id=record.alarm_id,
-            timestamp_ns=record.create_time_ns,
-            observed_ns=record.observed_ns,
-            event_name=record.operate,
-            body=record.message,
-            severity_number=number,
-            severity_text=text,
-            attributes=attrs,
-            trace_id=alarm_trace_id(record.alarm_id) if with_trace else None,
-            span_id=alarm_span_id(record.alarm_id) if with_trace else None,
-        )
+        return log_event(record, ctx, attrs, with_trace=with_trace)
 
     def map_span_event(self, record: FlowRecord) -> SpanEventData:
         attrs = _record_attributes(record)

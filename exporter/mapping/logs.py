@@ -6,7 +6,7 @@ from exporter.mapping.attributes import alarm_attributes, extend_info_attributes
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id
 from exporter.model import AlarmContext, AttrValue, FlowRecord, LogEvent
 
-__all__ = ["PROBLEM_OPERATES", "QUIET_OPERATES", "record_attributes", "severity_of", "to_log_event"]
+__all__ = ["PROBLEM_OPERATES", "QUIET_OPERATES", "log_event", "record_attributes", "severity_of", "to_log_event"]
 
 #: Records that are not "problem" records: always INFO.
 QUIET_OPERATES = frozenset({"RECOVER", "SYSTEM_RECOVER", "CLOSE", "SYSTEM_CLOSE", "ACK", "ACTION"})
@@ -50,8 +50,10 @@ def record_attributes(record: FlowRecord, ctx: AlarmContext | None) -> dict[str,
     return attrs
 
 
-def to_log_event(record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bool = False) -> LogEvent:
-    """Map one flow record. ``with_trace`` links it to the alarm's span (``signals`` has ``spans``)."""
+def log_event(
+    record: FlowRecord, ctx: AlarmContext | None, attributes: dict[str, AttrValue], *, with_trace: bool = False
+) -> LogEvent:
+    """The CONTRACT.md log record around a given attribute set (mappers differ only in the names)."""
     number, text = severity_of(record.operate, ctx.severity if ctx else None)
     return LogEvent(
         uid=record.uid,
@@ -62,7 +64,12 @@ def to_log_event(record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bo
         body=record.message,
         severity_number=number,
         severity_text=text,
-        attributes=record_attributes(record, ctx),
+        attributes=attributes,
         trace_id=alarm_trace_id(record.alarm_id) if with_trace else None,
         span_id=alarm_span_id(record.alarm_id) if with_trace else None,
     )
+
+
+def to_log_event(record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bool = False) -> LogEvent:
+    """Map one flow record. ``with_trace`` links it to the alarm's span (``signals`` has ``spans``)."""
+    return log_event(record, ctx, record_attributes(record, ctx), with_trace=with_trace)
