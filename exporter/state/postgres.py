@@ -79,7 +79,7 @@ from psycopg.rows import dict_row
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
 from exporter.model import AlarmContext, OutboxItem
 from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
-from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload
+from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload, refollow
 
 __all__ = ["SCHEMA_VERSION", "PostgresStateStore", "redact_url"]
 
@@ -571,13 +571,7 @@ class PostgresStateStore:
                 cur.execute(select, (ctx.alarm_id,))
                 row = cur.fetchone()
                 assert row is not None  # the conflicting insert committed it
-            current = alarm_from_row(row)
-            phase = current.phase
-            if due and phase == "retired":
-                phase = "active"  # reopened: followed again
-            next_poll = min(current.next_poll, now) if due else current.next_poll
-            # A configured alarm stays "config" when discovery also reports it.
-            new_source = "config" if "config" in (current.source, source) else source
+            phase, next_poll, new_source = refollow(alarm_from_row(row), source=source, now=now, due=due)
             cur.execute(
                 "UPDATE alarms SET context = %(ctx)s, phase = %(phase)s, next_poll = %(next)s, source = %(source)s, "
                 "change_token = COALESCE(%(token)s, change_token), "

@@ -8,7 +8,7 @@ from typing import Any
 from exporter.model import AlarmContext, LogEvent, SpanRecord
 from exporter.state.base import AlarmState, PollCommit
 
-__all__ = ["alarm_from_row", "alarm_update", "outbox_payload"]
+__all__ = ["alarm_from_row", "alarm_update", "outbox_payload", "refollow"]
 
 
 def alarm_from_row(row: Any) -> AlarmState:
@@ -62,3 +62,15 @@ def alarm_update(c: PollCommit, new_records: int, mark: str, extra: Sequence[str
         sets.append("last_error = NULL")
     params.append(c.alarm_id)
     return f"UPDATE alarms SET {', '.join(sets)} WHERE alarm_id = {mark}", params
+
+
+def refollow(current: AlarmState, *, source: str, now: float, due: bool) -> tuple[str, float, str]:
+    """``(phase, next_poll, source)`` for an alarm that is upserted again.
+
+    ``due`` makes it poll now, and follows a retired alarm again (reopened); a configured alarm
+    stays ``config`` when discovery also reports it.
+    """
+    phase = "active" if due and current.phase == "retired" else current.phase
+    next_poll = min(current.next_poll, now) if due else current.next_poll
+    new_source = "config" if "config" in (current.source, source) else source
+    return phase, next_poll, new_source

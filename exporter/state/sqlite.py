@@ -33,7 +33,7 @@ from exporter.state.base import (
     PollCommit,
     StoredSpanEvent,
 )
-from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload
+from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload, refollow
 
 __all__ = ["SCHEMA_VERSION", "SqliteStateStore"]
 
@@ -232,13 +232,7 @@ class SqliteStateStore:
                     (ctx.alarm_id, source, ctx.to_json(), now, now, change_token),
                 )
             else:
-                current = alarm_from_row(row)
-                phase = current.phase
-                if due and phase == "retired":
-                    phase = "active"  # reopened: followed again
-                next_poll = min(current.next_poll, now) if due else current.next_poll
-                # A configured alarm stays "config" even when discovery also reports it.
-                new_source = "config" if "config" in (current.source, source) else source
+                phase, next_poll, new_source = refollow(alarm_from_row(row), source=source, now=now, due=due)
                 db.execute(
                     "UPDATE alarms SET context = ?, phase = ?, next_poll = ?, source = ?, "
                     "change_token = COALESCE(?, change_token), "
