@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -63,6 +63,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from exporter.redact import MASK, redact_url, url_passwords
 
 from .errors import ConfigError
 
@@ -97,7 +99,6 @@ CONFIG_ENV = "BK_OTEL_EXPORTER_CONFIG"
 DEFAULT_CONFIG_PATH = "/etc/bk-otel-exporter/config.yaml"
 #: the file systemd's ``LoadCredential=bk_app_secret:…`` creates in ``$CREDENTIALS_DIRECTORY``
 CREDENTIAL_NAME = "bk_app_secret"
-_MASK = "***"
 
 Loc = tuple[str | int, ...]
 
@@ -794,7 +795,7 @@ class Config(_Section):
         found = [s.get_secret_value() for s in (self.bkmonitor.app_secret, self.bkmonitor.bk_token) if s]
         found.extend(value for value in self.export.headers.values() if value)
         if self.state.url is not None:
-            found.extend(_url_passwords(self.state.url.get_secret_value()))
+            found.extend(url_passwords(self.state.url.get_secret_value()))
         for kind in DEFAULT_PLUGINS:
             found.extend(_model_secrets(getattr(self.plugins, kind).options))
         return [value for value in dict.fromkeys(found) if value]
@@ -811,30 +812,6 @@ def _model_secrets(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [secret for item in value for secret in _model_secrets(item)]
     return []
-
-
-# ── the state.url password ───────────────────────────────────────────────────────────────────
-
-
-def _url_passwords(url: str) -> list[str]:
-    """The password of a PostgreSQL URL, in the userinfo or a ``password=`` query parameter."""
-    parts = urlsplit(url)
-    found: list[str] = []
-    raw = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
-    if raw:
-        found.extend([raw, unquote(raw)])
-    found.extend(value for key, value in parse_qsl(parts.query) if key == "password")
-    return [value for value in dict.fromkeys(found) if value]
-
-
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:{_MASK}@{host}"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", rf"\g<1>\g<2>{_MASK}", parts.query)
-    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 # ── OTEL_* environment fallbacks ─────────────────────────────────────────────────────────────
@@ -1246,7 +1223,7 @@ def config_from_dict(
 
 def _plain_value(value: Any) -> Any:
     if isinstance(value, SecretStr):
-        return _MASK
+        return MASK
     if isinstance(value, Mapping):
         return {str(key): _plain_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -1265,9 +1242,9 @@ def _redacted_model(model: BaseModel) -> dict[str, Any]:
         elif _DURATION_TAG in info.metadata:
             out[name] = format_duration(value)
         elif isinstance(model, ExportConfig) and name == "headers":
-            out[name] = {str(key): _MASK for key in value}
+            out[name] = {str(key): MASK for key in value}
         elif isinstance(model, StateConfig) and name == "url" and value is not None:
-            out[name] = _redact_url(value.get_secret_value())
+            out[name] = redact_url(value.get_secret_value())
         else:
             out[name] = _plain_value(value)
     return out

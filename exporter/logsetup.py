@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import threading
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
+
+from exporter.redact import SecretPattern, secret_forms
 
 __all__ = [
     "EXTRA_KEYS",
@@ -77,7 +77,7 @@ MIN_SECRET_LENGTH = 4
 #: Libraries held at WARNING whatever ``logging.level`` says.
 QUIET_LOGGERS = ("opentelemetry", "grpc", "urllib3", "requests", "apscheduler")
 
-_MASK = "***"
+
 _HANDLER_MARK = "_bk_otel_exporter_handler"
 
 
@@ -86,31 +86,16 @@ class _Secrets:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._forms: set[str] = set()
+        self._pattern = SecretPattern(())
 
     def add(self, values: Iterable[str | None]) -> None:
         with self._lock:
-            for value in values:
-                if not value or len(value) < MIN_SECRET_LENGTH:
-                    continue
-                # The forms a secret takes in URLs and JSON too (legacy auth puts it in query params).
-                for form in (
-                    value,
-                    urllib.parse.quote(value, safe=""),
-                    urllib.parse.quote_plus(value),
-                    json.dumps(value)[1:-1],
-                ):
-                    self._values.add(form)
-            if self._values:
-                alternatives = sorted(self._values, key=len, reverse=True)  # longest first
-                self._pattern = re.compile("|".join(map(re.escape, alternatives)))
+            self._forms.update(secret_forms(values, min_length=MIN_SECRET_LENGTH))
+            self._pattern = SecretPattern(self._forms)
 
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
-            return text
-        return pattern.sub(_MASK, text)
+        return self._pattern(text)
 
 
 _SECRETS = _Secrets()

@@ -26,7 +26,6 @@ from requests.utils import get_netrc_auth
 from exporter import __version__
 from exporter.bkmonitor.envelope import parse_envelope
 from exporter.bkmonitor.ratelimit import TokenBucket
-from exporter.bkmonitor.redact import RedactingFilter, redact, strip_query
 from exporter.bkmonitor.retry import RetryPolicy, retry_call
 from exporter.errors import (
     BkApiError,
@@ -37,6 +36,7 @@ from exporter.errors import (
     BkRetryableError,
     BkTransportError,
 )
+from exporter.redact import MASK, RedactingFilter, redact, strip_query
 
 __all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
 
@@ -94,9 +94,9 @@ class BkClientSettings:
         shown = {
             "base_url": self.base_url,
             "app_code": self.app_code,
-            "app_secret": "***" if self.app_secret else "",
+            "app_secret": MASK if self.app_secret else "",
             "username": self.username,
-            "bk_token": "***" if self.bk_token else None,
+            "bk_token": MASK if self.bk_token else None,
             "auth_in": self.auth_in,
             "language": self.language,
             "timeout": self.timeout,

@@ -42,7 +42,6 @@ from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from exporter.bkmonitor.redact import redact
 from exporter.errors import (
     BkApiError,
     BkAuthError,
@@ -52,6 +51,7 @@ from exporter.errors import (
     BkTransportError,
     BkUnavailableError,
 )
+from exporter.redact import redact
 
 __all__ = ["classify_code", "parse_envelope", "parse_retry_after"]
 

@@ -69,7 +69,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -78,16 +77,16 @@ from psycopg.rows import dict_row
 
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
 from exporter.model import AlarmContext, OutboxItem
+from exporter.redact import redact, redact_url, url_passwords
 from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
 from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload, refollow
 
-__all__ = ["SCHEMA_VERSION", "PostgresStateStore", "redact_url"]
+__all__ = ["SCHEMA_VERSION", "PostgresStateStore"]
 
 log = logging.getLogger(__name__)
 
 APP_ID = "bk-otel-exporter"
 SCHEMA_VERSION = 1
-_MASK = "***"
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -187,30 +186,6 @@ Cursor = psycopg.Cursor[dict[str, Any]]
 Connection = psycopg.Connection[Any]
 
 
-# -- the URL's password ---------------------------------------------------------------------------
-def _url_secrets(url: str) -> list[str]:
-    """The password of a PostgreSQL URL (userinfo, raw and decoded, or ``password=`` in the query)."""
-    found: list[str] = []
-    try:
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-        raw = userinfo.partition(":")[2]
-        if raw:
-            found.extend([raw, unquote(raw)])
-        found.extend(value for key, value in parse_qsl(parts.query) if key == "password")
-    except ValueError:
-        pass
-    return [value for value in dict.fromkeys(found) if value]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (userinfo or ``password=`` parameter) replaced by ``***``."""
-    text = url
-    for secret in sorted(_url_secrets(url), key=len, reverse=True):
-        text = text.replace(secret, _MASK)
-    return text
-
-
 class _Pool:
     """At most ``size`` connections, opened on demand and kept for reuse; thread-safe.
 
@@ -295,7 +270,7 @@ class PostgresStateStore:
         if lease <= 0:
             raise StateError("state.lease must be positive")
         self._url = url
-        self._secrets = _url_secrets(url)
+        self._secrets = url_passwords(url)
         self.path_or_url = redact_url(url)
         self.max_queued = max_queued
         self.lease = float(lease)
@@ -331,9 +306,7 @@ class PostgresStateStore:
 
     # -- connections and transactions ---------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, _MASK)
-        return text
+        return redact(text, self._secrets)
 
     def _error(self, what: str, exc: BaseException) -> StateError:
         detail = " ".join(str(exc).split()) or type(exc).__name__
