@@ -93,7 +93,7 @@ class _MemorySource:
         self.bodies = bodies
 
     def get_event_log(self, alarm_id: str) -> list[Any]:
-        from exporter.bkmonitor.envelope import parse_envelope
+        from exporter.sources.bkmonitor.envelope import parse_envelope
 
         result: list[Any] = parse_envelope(200, {}, self.bodies[alarm_id], "get_event_log", expect=list)
         return result
@@ -129,7 +129,9 @@ def run_durable(ds: Dataset, receiver: CountingReceiver, workdir: Path, *, batch
     try:
         for ctx in ds.contexts.values():
             app.store.upsert_alarm(ctx, source="discovered", now=T0, due=True, change_token="t")
-        app.poller.source = _MemorySource(ds.bodies)
+        from exporter.sources.bkmonitor import BkMonitorSource
+
+        app.poller.source = BkMonitorSource(_MemorySource(ds.bodies))
         receiver.reset()
         cpu0, started = _cpu(), wall()
         cycle = app.poll(force=True)
@@ -189,9 +191,9 @@ def _emit(logger: Any, event: Any) -> None:
 
 
 def run_sdk(ds: Dataset, receiver: CountingReceiver, *, batch_size: int, premapped: bool) -> Timing:
-    from exporter.bkmonitor.envelope import parse_envelope
-    from exporter.bkmonitor.records import parse_event_log
-    from exporter.mapping.logs import to_log_event
+    from exporter.mapping.contract import to_log_event
+    from exporter.sources.bkmonitor.envelope import parse_envelope
+    from exporter.sources.bkmonitor.records import parse_event_log
 
     def mapped(alarm_id: str, body: bytes) -> list[Any]:
         data = parse_envelope(200, {}, body, "get_event_log", expect=list)

@@ -7,7 +7,7 @@ The source, the mapper and the sink are the plugins ``plugins.source``, ``plugin
 ``plugins.sink`` name (:mod:`exporter.plugins`; by default ``bkmonitor``, ``default``, ``otlp``:
 the BlueKing client, the CONTRACT.md mapping and OTLP from ``export.*``). A plugin sink sits
 behind :class:`~exporter.sinks.guard.GuardedSink` (an exception is a RETRY), the mapper behind
-:class:`~exporter.mappers.base.GuardedMapper` (an exception fails that alarm's poll, nothing is
+:class:`~exporter.mapping.base.GuardedMapper` (an exception fails that alarm's poll, nothing is
 committed); ``export.console`` adds the console sink beside any sink but ``console``.
 """
 
@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from exporter.config import Config
-from exporter.mappers.base import GuardedMapper, Mapper, guarded
+from exporter.mapping.base import GuardedMapper, Mapper, guarded
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext
 from exporter.pipeline.discovery import Discoverer, DiscoveryReport, DiscoverySettings
@@ -168,7 +167,6 @@ class App:
                 jitter=config.poll.jitter,
                 max_concurrency=config.bkmonitor.max_concurrency,
                 signals=frozenset(config.export.signals),
-                timezone=ZoneInfo(config.bkmonitor.timezone),  # for a bare get_event_log source set later
                 full_reread_interval=config.poll.full_reread_interval if config.alarms.recent.enabled else 0.0,
             ),
             mapper=self.mapper,
@@ -198,6 +196,8 @@ class App:
         """Apply a reloaded config: new source, mapper, sink and settings; the store and its queue
         stay. When a plugin cannot be created, nothing changes and the error is raised."""
         source, mapper, sink = self._build_plugins(config, with_sink=self._own_sink)
+        if (config.state.path, config.state.url) != (self.config.state.path, self.config.state.url):
+            log.warning("state.* changed: takes effect after a restart, not on reload")
         old_source = self.source
         self.config = config
         self.source, self.mapper = source, mapper
@@ -223,14 +223,41 @@ class App:
             if alarm.source == "config" and alarm.alarm_id not in wanted:
                 log.info("alarm %s is no longer in alarms.ids: no longer followed", alarm.alarm_id)
                 self.store.commit_poll(PollCommit(alarm.alarm_id, now, phase="retired"))
+        self._count_followed()
+
+    def _count_followed(self) -> None:
         self.metrics.set_alarms_followed(len(self.store.list_alarms()))
+
+    # -- what the daemon's jobs call ----------------------------------------------------------------
+    def maintain(self) -> int:
+        """Forget alarms retired longer than ``poll.retired_retention`` ago (by the app clock) and
+        refresh the gauges; returns how many were forgotten."""
+        retention = self.config.poll.retired_retention
+        pruned = 0
+        if retention > 0:
+            now = self.clock()
+            pruned = self.store.prune(now, now - retention)
+            if pruned:
+                log.info("forgot %d alarms retired more than %.0f days ago", pruned, retention / 86400)
+        self._count_followed()
+        return pruned
+
+    def queued(self) -> int:
+        """Records waiting in the outbox."""
+        return self.store.outbox_stats().depth
+
+    def set_running(self, running: bool) -> None:
+        """Report whether the daemon's scheduler is running (``/readyz``)."""
+        self.metrics.set_scheduler_running(running)
 
     # -- one cycle ----------------------------------------------------------------------------------
     def discover(self, *, since: float | None = None) -> DiscoveryReport | None:
         """One discovery round (None when discovery is off)."""
         if self.discoverer is None:
             return None
-        return self.discoverer.run(since=since)
+        report = self.discoverer.run(since=since)
+        self._count_followed()
+        return report
 
     def poll(self, *, force: bool = False) -> CycleReport:
         report = self.poller.run_cycle(force=force)
@@ -254,8 +281,7 @@ class App:
             cycle.errors.append(found.error)
             cycle.failed += 1
         drain = self.send(force=True, deadline=self.clock() + max(30.0, self.config.export.timeout * 3))
-        queued = self.store.outbox_stats().depth
-        return OnceReport(cycle=cycle, drain=drain, queued=queued)
+        return OnceReport(cycle=cycle, drain=drain, queued=self.queued())
 
     def close(self) -> None:
         self.stop.set()

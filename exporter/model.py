@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "TERMINAL_OPERATES",
+    "TERMINAL_STATUSES",
     "AlarmContext",
     "AttrValue",
     "Attributes",
@@ -26,6 +27,7 @@ __all__ = [
     "OutboxItem",
     "SpanEventData",
     "SpanRecord",
+    "change_token",
 ]
 
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
@@ -41,6 +43,8 @@ def _shallow(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
 
 #: Flow-record operates after which an alarm is over (it is then read for ``poll.retire_after`` more).
 TERMINAL_OPERATES = frozenset({"RECOVER", "SYSTEM_RECOVER", "CLOSE", "SYSTEM_CLOSE"})
+#: search_alert statuses after which an alarm is over.
+TERMINAL_STATUSES = frozenset({"RECOVERED", "CLOSED"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class AlarmContext:
 
 
 _CONTEXT_FIELDS = tuple(f.name for f in fields(AlarmContext))
+
+
+def change_token(ctx: AlarmContext) -> str:
+    """What discovery compares between rounds: a change means the event log may have changed."""
+    return f"{ctx.update_time}|{ctx.status}|{ctx.severity}"
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class Daemon:
                 report.retired,
                 report.failed,
                 f", overflow {report.overflow}" if report.overflow else "",
-                self.app.store.outbox_stats().depth,
+                self.app.queued(),
             )
 
     def _wake(self, job_id: str) -> None:
@@ -168,12 +168,7 @@ class Daemon:
         self.app.send()
 
     def _maintenance_job(self) -> None:
-        retention = self.config.poll.retired_retention
-        if retention > 0:
-            pruned = self.app.store.prune(time.time(), time.time() - retention)
-            if pruned:
-                log.info("forgot %d alarms retired more than %.0f days ago", pruned, retention / 86400)
-        self.app.metrics.set_alarms_followed(len(self.app.store.list_alarms()))
+        self.app.maintain()
 
     def _control_job(self) -> None:
         if self._reload_requested.is_set():
@@ -192,8 +187,6 @@ class Daemon:
             log.error("reload refused, the running configuration stays in force:\n  %s", "\n  ".join(exc.problems))
             sdnotify.ready("reload refused: invalid configuration")
             return
-        if (new.state.path, new.state.url) != (self.config.state.path, self.config.state.url):
-            log.warning("state.* changed: takes effect after a restart, not on reload")
         if new.server.listen != self.config.server.listen:
             log.warning("server.listen changed: takes effect after a restart, not on reload")
         try:
@@ -245,7 +238,7 @@ class Daemon:
                 # one round before the first poll, so even the first records carry the alarm context
                 self._guard("discover", self.app.discover)()
             self._schedule()
-            self.app.metrics.set_scheduler_running(True)
+            self.app.set_running(True)
             sdnotify.ready("polling")
             log.info(
                 "bk-otel-exporter running: %d configured alarms, discovery %s, poll every %.0fs, exporting %s to %s",
@@ -258,7 +251,7 @@ class Daemon:
             if not self._stop_requested.is_set():
                 self.scheduler.start()  # blocks until shutdown(wait=False)
         finally:
-            self.app.metrics.set_scheduler_running(False)
+            self.app.set_running(False)
             sdnotify.stopping()
             self._graceful_stop()
             for sig, handler in previous.items():
@@ -283,9 +276,10 @@ class Daemon:
             )
         remaining = deadline - time.monotonic()
         if remaining > 0.5:
-            report = self.app.send(force=True, deadline=time.time() + remaining - 0.25)
-            depth = self.app.store.outbox_stats().depth
-            log.info("shutdown: flushed %d records; %d stay queued for the next start", report.exported, depth)
+            report = self.app.send(force=True, deadline=self.app.clock() + remaining - 0.25)
+            log.info(
+                "shutdown: flushed %d records; %d stay queued for the next start", report.exported, self.app.queued()
+            )
         if self._server is not None:
             self._server.close()
         self.app.close()

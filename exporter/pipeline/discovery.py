@@ -23,10 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from exporter.bkmonitor.alerts import change_token
 from exporter.errors import BkApiError, BkAuthError
-from exporter.model import AlarmContext
-from exporter.pipeline.lifecycle import TERMINAL_STATUSES
+from exporter.model import TERMINAL_STATUSES, AlarmContext, change_token
 from exporter.sources.base import Source
 from exporter.state.base import StateStore
 
@@ -38,7 +36,6 @@ CHECKPOINT = "discovery.window_end"
 
 
 class DiscoveryMetrics(Protocol):
-    def set_alarms_followed(self, n: int) -> None: ...
     def auth_failure(self, message: str | None) -> None: ...
 
 
@@ -111,7 +108,6 @@ class Discoverer:
             log.warning("discovery: skipping an alert that cannot be used: %s", reason)
         self._apply(found.alarms, now, report)
         self.store.set_meta(CHECKPOINT, str(end))
-        self.metrics.set_alarms_followed(len(self.store.list_alarms()))
         log.info(
             "discovery: %d alarms active in the window, %d new, %d changed, %d reopened, %d safety re-reads "
             "(%d search_alert calls)",

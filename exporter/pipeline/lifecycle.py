@@ -5,6 +5,9 @@
     any --3324002 (unknown / past retention)--> expired
     retired --discovery reports it changed and not terminal--> active
 
+:func:`plan_poll` is the decision one successful read implies: the phase to commit, when the
+alarm ended, whether it retires now, and when it is read next.
+
 ``terminal_at`` is the time the alarm ended: the terminal record's own time, or now if that lies
 in the future (clock skew), so a long-closed alarm found after a restart retires after one read.
 """
@@ -13,14 +16,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from exporter.model import TERMINAL_OPERATES, AlarmContext, FlowRecord
+from exporter.model import TERMINAL_OPERATES, TERMINAL_STATUSES, AlarmContext, FlowRecord
 
-__all__ = ["TERMINAL_STATUSES", "escalated", "next_poll_time", "severity_in", "terminal_time"]
-
-#: search_alert statuses after which an alarm is over.
-TERMINAL_STATUSES = frozenset({"RECOVERED", "CLOSED"})
+__all__ = ["PollPlan", "escalated", "next_poll_time", "plan_poll", "severity_in", "terminal_time"]
 
 
 #: Records that mean the alarm is (again) a problem. Notifications (ACTION) and ACKs that come
@@ -78,3 +78,49 @@ def escalated(ctx: AlarmContext, record: FlowRecord) -> AlarmContext:
     if level is None or level == ctx.severity:
         return ctx
     return replace(ctx, severity=level)
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """What one successful read of an alarm decides (see :func:`plan_poll`)."""
+
+    phase: str  # the phase to commit: active, closing or retired
+    terminal_at: float | None
+    retiring: bool
+    next_poll: float
+
+
+def plan_poll(
+    *,
+    phase: str,
+    terminal_at: float | None,
+    records: Iterable[FlowRecord],
+    ctx: AlarmContext,
+    discovered: bool,
+    now: float,
+    interval: float,
+    retire_after: float,
+    jitter: float = 0.0,
+    full_reread_interval: float = 0.0,
+    rng: Callable[[], float] = random.random,
+) -> PollPlan:
+    """The lifecycle step of one read: ``records`` is the whole answer, ``ctx`` the alarm after it.
+
+    An active alarm whose records (or, failing those, search_alert's status) say it is over
+    moves to ``closing``; a closing alarm retires once ``retire_after`` has passed since it
+    ended. A discovered alarm that stays open is re-read every ``full_reread_interval`` (when
+    set: discovery makes it due sooner on a change); a closing one is read once more at its
+    retirement time, so it retires on time.
+    """
+    ended = terminal_time(records, now)
+    if ended is None and ctx.status in TERMINAL_STATUSES:
+        ended = min(float(ctx.end_time or now), now)  # search_alert says it is over
+    if ended is not None and phase == "active":
+        phase, terminal_at = "closing", ended
+    retiring = phase == "closing" and terminal_at is not None and now >= terminal_at + retire_after
+    if discovered and phase == "active" and full_reread_interval > 0:
+        interval = full_reread_interval
+    next_poll = next_poll_time(now, interval, jitter, rng)
+    if phase == "closing" and terminal_at is not None and not retiring:
+        next_poll = min(next_poll, terminal_at + retire_after)
+    return PollPlan("retired" if retiring else phase, terminal_at, retiring, next_poll)

@@ -8,7 +8,7 @@ own global rate limit):
 2. malformed items are counted and logged once, then skipped;
 3. keep the records whose uid is not in the alarm's seen set (the list is re-folded by BlueKing
    between calls, so identity is by content, never by position);
-4. map them (oldest first) with the mapper (:class:`~exporter.mappers.base.Mapper`) to log
+4. map them (oldest first) with the mapper (:class:`~exporter.mapping.base.Mapper`) to log
    records and/or span events;
 5. one ``commit_poll`` transaction: seen uids + outbox rows + lifecycle + next poll time.
 
@@ -29,17 +29,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import tzinfo
 from typing import Protocol
 
 from exporter.errors import BkApiError, BkAuthError, BkNotFoundError, PluginError
 from exporter.logsetup import RateLimitedLogger
-from exporter.mappers.base import Mapper, guarded
-from exporter.mappers.default import DefaultMapper
+from exporter.mapping.base import Mapper, guarded
 from exporter.model import AlarmContext, FlowRecord
-from exporter.pipeline.lifecycle import TERMINAL_STATUSES, escalated, next_poll_time, terminal_time
+from exporter.pipeline.lifecycle import escalated, next_poll_time, plan_poll
 from exporter.sources.base import FetchResult, Malformed, Source
-from exporter.sources.bkmonitor import BkApi, as_source
 from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StateStore
 
 __all__ = ["CycleReport", "PollSettings", "Poller", "SpanHook"]
@@ -75,9 +72,6 @@ class PollSettings:
     jitter: float = 0.1
     max_concurrency: int = 8
     signals: frozenset[str] = frozenset({"logs"})
-    #: of create_time strings, for a source given as a bare BlueKing API object (``get_event_log``),
-    #: which the poller wraps in :class:`~exporter.sources.bkmonitor.BkMonitorSource`; None = Asia/Shanghai
-    timezone: tzinfo | None = None
     #: with discovery: how often an unchanged, open, discovered alarm is re-read anyway (0 = every
     #: interval); discovery makes it due sooner when search_alert shows a change.
     full_reread_interval: float = 0.0
@@ -104,22 +98,22 @@ class Poller:
 
     def __init__(
         self,
-        source: Source | BkApi,
+        source: Source,
         store: StateStore,
         metrics: PollMetrics,
         settings: PollSettings,
         *,
-        mapper: Mapper | None = None,
+        mapper: Mapper,
         spans: SpanHook | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
-        self.source = source  # the setter adapts a bare BlueKing API
+        self.source = source
         self.store = store
         self.metrics = metrics
-        self.mapper = guarded(mapper if mapper is not None else DefaultMapper())
+        self.mapper = guarded(mapper)
         self.spans = spans
         self.clock = clock
         self.rng = rng
@@ -130,14 +124,6 @@ class Poller:
         self._failing = False
         self._auth_retry_at: float | None = None  # set while BlueKing refuses our credentials
         self._overflow_logged_at = 0.0
-
-    @property
-    def source(self) -> Source:
-        return self._source
-
-    @source.setter
-    def source(self, source: Source | BkApi) -> None:
-        self._source = as_source(source, self.settings.timezone)
 
     # -- the cycle ----------------------------------------------------------------------------------
     def run_cycle(self, *, force: bool = False, limit: int = 1_000_000) -> CycleReport:
@@ -283,38 +269,35 @@ class Poller:
         commit.queued = queued
         if ctx != alarm.context:
             commit.context = ctx
-        ended = terminal_time(parsed.records, now)
-        if ended is None and ctx.status in TERMINAL_STATUSES:
-            ended = min(float(ctx.end_time or now), now)  # search_alert says it is over
-        phase = alarm.phase
-        terminal_at = alarm.terminal_at
-        if ended is not None and phase == "active":
-            phase, terminal_at = "closing", ended
-        retiring = phase == "closing" and terminal_at is not None and now >= terminal_at + self.settings.retire_after
+        plan = plan_poll(
+            phase=alarm.phase,
+            terminal_at=alarm.terminal_at,
+            records=parsed.records,
+            ctx=ctx,
+            discovered=alarm.source == "discovered",
+            now=now,
+            interval=self.settings.interval,
+            retire_after=self.settings.retire_after,
+            jitter=self.settings.jitter,
+            full_reread_interval=self.settings.full_reread_interval,
+            rng=self.rng,
+        )
         if self.spans is not None:
-            self.spans.on_poll(alarm, ctx, new, commit, retiring)
-        interval = self.settings.interval
-        if alarm.source == "discovered" and phase == "active" and self.settings.full_reread_interval > 0:
-            interval = self.settings.full_reread_interval
-        next_poll = next_poll_time(now, interval, self.settings.jitter, self.rng)
-        if phase == "closing" and terminal_at is not None and not retiring:
-            next_poll = min(next_poll, terminal_at + self.settings.retire_after)
-        commit.phase = "retired" if retiring else phase
-        commit.terminal_at = terminal_at
-        commit.next_poll = next_poll
+            self.spans.on_poll(alarm, ctx, new, commit, plan.retiring)
+        commit.phase, commit.terminal_at, commit.next_poll = plan.phase, plan.terminal_at, plan.next_poll
         result = self.store.commit_poll(commit)
         if result.overflow:
             self._report_overflow(alarm.alarm_id, len(new))
-            self.store.commit_poll(PollCommit(alarm.alarm_id, now, next_poll=next_poll))
+            self.store.commit_poll(PollCommit(alarm.alarm_id, now, next_poll=plan.next_poll))
             return _AlarmOutcome(overflow=len(new), malformed=malformed)
         self.metrics.records_enqueued(result.inserted)
-        if retiring:
+        if plan.retiring:
             log.info(
                 "alarm %s retired: over since %s, no more reads",
                 alarm.alarm_id,
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(terminal_at or now)),
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.terminal_at or now)),
             )
-        return _AlarmOutcome(new_records=len(new), malformed=malformed, retired=int(retiring))
+        return _AlarmOutcome(new_records=len(new), malformed=malformed, retired=int(plan.retiring))
 
     def _report_malformed(self, alarm_id: str, malformed: Sequence[Malformed]) -> int:
         fresh = 0

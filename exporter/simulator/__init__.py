@@ -16,7 +16,8 @@ answers like monitor 3.x instead: string ``event_id``, ``extend_info`` dicts or 
 no folding, unknown id ⇒ DRF ``ValidationError`` (body code 400); alarms are still looked up by alert id.
 
 Modules: :mod:`.store` (``SimClock``, ``SimAlarm``, folding), :mod:`.search` (``search_alert``),
-:mod:`.faults` (envelopes and ``FAULT_KINDS``), :mod:`.server` (``Simulator``), :mod:`.demo` (CLI).
+:mod:`.faults` (envelopes and ``FAULT_KINDS``), :mod:`.server` (``Simulator``), :mod:`.cli` (the demo
+alarms and the command line).
 
 Typical use::
 
@@ -33,7 +34,7 @@ to delay); see :mod:`.search` for the supported subset of ``query_string`` and s
 
 from __future__ import annotations
 
-from exporter.simulator.demo import main, populate_demo
+from exporter.simulator.cli import main, populate_demo
 from exporter.simulator.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS
 from exporter.simulator.search import MAX_RESULT_WINDOW
 from exporter.simulator.server import (

@@ -2,6 +2,6 @@
 
 import sys
 
-from exporter.simulator.demo import main
+from exporter.simulator.cli import main
 
 sys.exit(main())

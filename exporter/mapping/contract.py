@@ -1,12 +1,27 @@
-"""FlowRecord + AlarmContext -> LogEvent, exactly as CONTRACT.md "As an OpenTelemetry log record"."""
+"""The built-in ``default`` mapper: the reference mapping (docs/reference.md, "What a record becomes").
+
+Log records: :func:`to_log_event` (``bk.*`` attributes, ``log.record.uid``, the ``extend_info``
+leaves); span events: :func:`exporter.mapping.spans.span_event`. It takes no options.
+"""
 
 from __future__ import annotations
 
 from exporter.mapping.attributes import alarm_attributes, extend_info_attributes
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id
-from exporter.model import AlarmContext, AttrValue, FlowRecord, LogEvent
+from exporter.mapping.spans import span_event
+from exporter.model import AlarmContext, AttrValue, FlowRecord, LogEvent, SpanEventData
+from exporter.plugins import NoOptions, Plugin, PluginContext
 
-__all__ = ["PROBLEM_OPERATES", "QUIET_OPERATES", "log_event", "record_attributes", "severity_of", "to_log_event"]
+__all__ = [
+    "PROBLEM_OPERATES",
+    "QUIET_OPERATES",
+    "DefaultMapper",
+    "log_event",
+    "plugin",
+    "record_attributes",
+    "severity_of",
+    "to_log_event",
+]
 
 #: Records that are not "problem" records: always INFO.
 QUIET_OPERATES = frozenset({"RECOVER", "SYSTEM_RECOVER", "CLOSE", "SYSTEM_CLOSE", "ACK", "ACTION"})
@@ -53,7 +68,7 @@ def record_attributes(record: FlowRecord, ctx: AlarmContext | None) -> dict[str,
 def log_event(
     record: FlowRecord, ctx: AlarmContext | None, attributes: dict[str, AttrValue], *, with_trace: bool = False
 ) -> LogEvent:
-    """The CONTRACT.md log record around a given attribute set (mappers differ only in the names)."""
+    """The reference log record around a given attribute set (mappers differ only in the names)."""
     number, text = severity_of(record.operate, ctx.severity if ctx else None)
     return LogEvent(
         uid=record.uid,
@@ -73,3 +88,26 @@ def log_event(
 def to_log_event(record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bool = False) -> LogEvent:
     """Map one flow record. ``with_trace`` links it to the alarm's span (``signals`` has ``spans``)."""
     return log_event(record, ctx, record_attributes(record, ctx), with_trace=with_trace)
+
+
+class DefaultMapper:
+    """The reference mapping (``bk.*`` attributes, ``log.record.uid``, extend_info leaves)."""
+
+    def map_log(self, record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bool) -> LogEvent:
+        return to_log_event(record, ctx, with_trace=with_trace)
+
+    def map_span_event(self, record: FlowRecord) -> SpanEventData:
+        return span_event(record)
+
+
+def _create(options: NoOptions, context: PluginContext) -> DefaultMapper:
+    return DefaultMapper()
+
+
+plugin: Plugin[DefaultMapper] = Plugin(
+    kind="mapper",
+    name="default",
+    options=NoOptions,
+    create=_create,
+    description="the reference mapping: bk.* attributes, log.record.uid, extend_info leaves",
+)

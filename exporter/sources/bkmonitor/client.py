@@ -24,9 +24,6 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_netrc_auth
 
 from exporter import __version__
-from exporter.bkmonitor.envelope import parse_envelope
-from exporter.bkmonitor.ratelimit import TokenBucket
-from exporter.bkmonitor.retry import RetryPolicy, retry_call
 from exporter.errors import (
     BkApiError,
     BkAuthError,
@@ -37,6 +34,9 @@ from exporter.errors import (
     BkTransportError,
 )
 from exporter.redact import MASK, RedactingFilter, redact, strip_query
+from exporter.sources.bkmonitor.envelope import parse_envelope
+from exporter.sources.bkmonitor.ratelimit import TokenBucket
+from exporter.sources.bkmonitor.retry import RetryPolicy, retry_call
 
 __all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
 

@@ -60,7 +60,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from exporter.mapping.attributes import extend_info_attributes
-from exporter.mapping.logs import log_event
+from exporter.mapping.contract import log_event
 from exporter.model import AlarmContext, AttrValue, FlowRecord, LogEvent, SpanEventData
 from exporter.plugins import NoOptions, Plugin, PluginContext
 

@@ -1,12 +1,12 @@
 """The built-in ``bkmonitor`` source: BlueKing Monitor's ``get_event_log`` and ``search_alert``.
 
 ``fetch``     ``get_event_log`` for the alarm (the client retries transient failures), then
-              :func:`~exporter.bkmonitor.records.parse_event_log` in ``bkmonitor.timezone``.
+              :func:`~exporter.sources.bkmonitor.records.parse_event_log` in ``bkmonitor.timezone``.
 ``discover``  ``search_alert`` over the window (BK_API.md §3.2: it selects alarms *active* in
               ``[start_time, end_time]``), paged to the end with an explicit stable ordering; when
               the result is capped (``total_relation: gte``, or Elasticsearch's result window would
               be exceeded) the window is split in halves. Alerts become
-              :class:`~exporter.model.AlarmContext` through :func:`~exporter.bkmonitor.alerts.parse_alert`.
+              :class:`~exporter.model.AlarmContext` through :func:`~exporter.sources.bkmonitor.alerts.parse_alert`.
 
 Configured by the ``bkmonitor:`` section (the client) and ``alarms.recent`` (the search filter);
 it takes no ``plugins.source.options``.
@@ -22,16 +22,16 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from exporter.bkmonitor.alerts import parse_alert
-from exporter.bkmonitor.records import parse_event_log
 from exporter.errors import BkApiError
 from exporter.model import AlarmContext
 from exporter.plugins import NoOptions, Plugin, PluginContext
-from exporter.sources.base import Discovered, FetchResult, Source
+from exporter.sources.base import Discovered, FetchResult
+from exporter.sources.bkmonitor.alerts import parse_alert
+from exporter.sources.bkmonitor.records import parse_event_log
 
 if TYPE_CHECKING:
-    from exporter.bkmonitor.client import BkClientSettings
     from exporter.config import Config
+    from exporter.sources.bkmonitor.client import BkClientSettings
 
 __all__ = [
     "MIN_WINDOW",
@@ -39,7 +39,6 @@ __all__ = [
     "BkApi",
     "BkMonitorSource",
     "SearchSettings",
-    "as_source",
     "client_settings",
     "plugin",
     "search_settings",
@@ -52,7 +51,7 @@ MIN_WINDOW = 1.0  # seconds; a window this small is not split further
 
 
 class BkApi(Protocol):
-    """The two BlueKing calls (:class:`~exporter.bkmonitor.client.BkClient` has them)."""
+    """The two BlueKing calls (:class:`~exporter.sources.bkmonitor.client.BkClient` has them)."""
 
     def get_event_log(self, alarm_id: str) -> list[Any]: ...
 
@@ -160,22 +159,12 @@ class BkMonitorSource:
             close()
 
 
-def as_source(obj: Source | BkApi, timezone: tzinfo | None = None) -> Source:
-    """``obj`` when it is a Source; a bare BlueKing API object (``get_event_log``, as the poller
-    took before sources were plugins) wrapped in a :class:`BkMonitorSource`."""
-    if callable(getattr(obj, "fetch", None)):
-        return obj  # type: ignore[return-value]
-    if callable(getattr(obj, "get_event_log", None)):
-        return BkMonitorSource(obj, timezone=timezone)  # type: ignore[arg-type]
-    raise TypeError(f"{type(obj).__name__} is not a source (no fetch method)")
-
-
 # -- the plugin -----------------------------------------------------------------------------------------
 
 
 def client_settings(config: Config) -> BkClientSettings:
     """The client's settings from the ``bkmonitor:`` section."""
-    from exporter.bkmonitor.client import BkClientSettings
+    from exporter.sources.bkmonitor.client import BkClientSettings
 
     bk = config.bkmonitor
     secret = bk.app_secret.get_secret_value() if bk.app_secret else ""
@@ -210,7 +199,7 @@ def search_settings(config: Config) -> SearchSettings:
 
 
 def _create(options: NoOptions, context: PluginContext) -> BkMonitorSource:
-    from exporter.bkmonitor.client import BkClient
+    from exporter.sources.bkmonitor.client import BkClient
 
     config = context.config
     client = BkClient(client_settings(config), observer=context.metrics)

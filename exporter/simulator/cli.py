@@ -1,4 +1,4 @@
-"""Demo alarms and the ``python -m exporter.simulator`` command line."""
+"""The ``python -m exporter.simulator`` command line, and the demo alarms it (and ``bk-otel-exporter demo``) loads."""
 
 from __future__ import annotations
 

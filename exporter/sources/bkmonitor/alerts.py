@@ -13,7 +13,7 @@ from typing import Any
 
 from exporter.model import AlarmContext
 
-__all__ = ["change_token", "parse_alert"]
+__all__ = ["parse_alert"]
 
 
 #: Integers OTLP can carry (signed 64-bit); epoch seconds whose nanoseconds still fit in them.
@@ -77,8 +77,3 @@ def parse_alert(alert: Any) -> AlarmContext:
         update_time=_int(alert.get("update_time"), _EPOCH),
         end_time=_int(alert.get("end_time"), _EPOCH),
     )
-
-
-def change_token(ctx: AlarmContext) -> str:
-    """What discovery compares between rounds: a change means the event log may have changed."""
-    return f"{ctx.update_time}|{ctx.status}|{ctx.severity}"

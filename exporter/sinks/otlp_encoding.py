@@ -1,0 +1,97 @@
+"""LogEvent / SpanRecord -> the OpenTelemetry SDK's ReadableLogRecord / ReadableSpan, and the Resource.
+
+Pure conversion, kept apart from the transport (:mod:`exporter.sinks.otlp`): no I/O, no state
+beyond the resource an exporter builds once.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace as trace_api
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from exporter import __version__
+from exporter.model import LogEvent, SpanRecord
+
+__all__ = ["SCOPE", "FixedResource", "default_resource_attributes", "log_record", "readable_span"]
+
+SCOPE = InstrumentationScope("bk-otel-exporter", __version__)
+
+
+class FixedResource(Resource):
+    """A Resource whose hash is computed once. The OTLP encoders group records by resource, so
+    they hash it for every record, and ``Resource.__hash__`` JSON-encodes all its attributes each
+    time (~7 µs a record, about a tenth of encoding a log record); ours never changes."""
+
+    def __init__(self, attributes: Mapping[str, str]) -> None:
+        super().__init__(dict(attributes))
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def default_resource_attributes(service_name: str, instance_id: str) -> dict[str, str]:
+    return {
+        "service.name": service_name,
+        "service.version": __version__,
+        "service.instance.id": instance_id,
+        "host.name": socket.gethostname(),
+    }
+
+
+def _context(trace_id: int | None, span_id: int | None) -> Any:
+    if not trace_id or not span_id:
+        return None
+    span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace_api.set_span_in_context(NonRecordingSpan(span_context))
+
+
+def log_record(event: LogEvent, resource: Resource) -> ReadableLogRecord:
+    """A LogEvent as the SDK's ReadableLogRecord, under ``resource`` and the exporter's scope."""
+    record = LogRecord(
+        timestamp=event.timestamp_ns,
+        observed_timestamp=event.observed_ns,
+        context=_context(event.trace_id, event.span_id),
+        severity_text=event.severity_text,
+        severity_number=SeverityNumber(event.severity_number),
+        body=event.body,
+        attributes=dict(event.attributes),
+        event_name=event.event_name,
+    )
+    return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
+
+
+def readable_span(span: SpanRecord, resource: Resource) -> ReadableSpan:
+    """A SpanRecord as the SDK's ReadableSpan, under ``resource`` and the exporter's scope."""
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    parent = (
+        SpanContext(span.trace_id, span.parent_span_id, is_remote=False, trace_flags=flags)
+        if span.parent_span_id
+        else None
+    )
+    status = {
+        "OK": Status(StatusCode.OK),
+        "ERROR": Status(StatusCode.ERROR, span.status_message or None),
+    }.get(span.status_code, Status(StatusCode.UNSET))
+    return ReadableSpan(
+        name=span.name,
+        context=SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=flags),
+        parent=parent,
+        resource=resource,
+        attributes=dict(span.attributes),
+        events=[Event(e.name, dict(e.attributes), e.timestamp_ns) for e in span.events],
+        kind=SpanKind.INTERNAL,
+        status=status,
+        start_time=span.start_ns,
+        end_time=span.end_ns,
+        instrumentation_scope=SCOPE,
+    )

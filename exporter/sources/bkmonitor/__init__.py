@@ -1,0 +1,64 @@
+"""The built-in ``bkmonitor`` source: BlueKing Monitor's ``get_event_log`` and ``search_alert``.
+
+::
+
+    source.py     BkMonitorSource (fetch, discover) and the ``bkmonitor`` plugin
+    client.py     BkClient, BkClientSettings, ApiObserver: the calls, the session, auth headers
+    envelope.py   parse_envelope: an answer -> its data, or the exporter.errors class to raise
+    retry.py      RetryPolicy, retry_call: which failures are retried, and the backoff
+    ratelimit.py  TokenBucket: the global requests-per-second limit
+    records.py    parse_event_log: get_event_log items -> FlowRecord (tolerant of every server shape)
+    alerts.py     parse_alert: search_alert objects -> AlarmContext
+
+The entry point ``exporter.sources.bkmonitor:plugin`` names this package. Importing it is light:
+``requests`` is loaded only when a client name is first used (or the source is created).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from exporter.sources.bkmonitor.envelope import parse_envelope
+from exporter.sources.bkmonitor.ratelimit import TokenBucket
+from exporter.sources.bkmonitor.retry import RetryPolicy, retry_call
+from exporter.sources.bkmonitor.source import (
+    MIN_WINDOW,
+    RESULT_WINDOW,
+    BkApi,
+    BkMonitorSource,
+    SearchSettings,
+    client_settings,
+    plugin,
+    search_settings,
+)
+
+if TYPE_CHECKING:
+    from exporter.sources.bkmonitor.client import ApiObserver, BkClient, BkClientSettings
+
+__all__ = [
+    "MIN_WINDOW",
+    "RESULT_WINDOW",
+    "ApiObserver",
+    "BkApi",
+    "BkClient",
+    "BkClientSettings",
+    "BkMonitorSource",
+    "RetryPolicy",
+    "SearchSettings",
+    "TokenBucket",
+    "client_settings",
+    "parse_envelope",
+    "plugin",
+    "retry_call",
+    "search_settings",
+]
+
+_FROM_CLIENT = frozenset({"ApiObserver", "BkClient", "BkClientSettings"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_CLIENT:
+        from exporter.sources.bkmonitor import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
