@@ -19,6 +19,8 @@ the guide.
 Options: the config's ``plugins.<kind>.options`` block is validated by the plugin's own pydantic
 model (derive it from :class:`PluginOptions`: frozen, unknown keys forbidden), while the config is
 loaded, so ``check-config`` reports ``plugins.sink.options.max_bytes: …`` like any other option.
+:func:`check_section` does that for a raw ``plugins:`` section; :mod:`exporter.config` calls it
+and turns what it finds into problem lines (this module never imports the config at run time).
 
 Loading is lazy and cheap: only the selected plugins are imported, and the entry-point scan is
 cached per ``sys.path``.
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTINS",
+    "DEFAULTS",
     "DISTRIBUTION",
     "GROUPS",
     "KINDS",
@@ -53,7 +56,9 @@ __all__ = [
     "PluginContext",
     "PluginKind",
     "PluginOptions",
+    "SectionCheck",
     "available",
+    "check_section",
     "create_plugin",
     "installed_plugins",
     "load_plugin",
@@ -82,6 +87,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "otlp": "exporter.sinks.builtin:otlp",
     },
 }
+#: the plugin each kind uses when the config does not name one
+DEFAULTS: dict[PluginKind, str] = {"source": "bkmonitor", "mapper": "default", "sink": "otlp"}
 
 T = TypeVar("T")
 
@@ -247,6 +254,50 @@ def validate_options(plugin: Plugin[Any], raw: Mapping[str, Any] | BaseModel | N
     if isinstance(raw, BaseModel):
         raw = raw.model_dump()
     return plugin.options.model_validate(dict(raw or {}))
+
+
+@dataclass
+class SectionCheck:
+    """What :func:`check_section` found in a raw ``plugins:`` section, by kind."""
+
+    #: the validated options (an instance of the plugin's options model)
+    options: dict[PluginKind, BaseModel] = field(default_factory=dict)
+    #: why the selected plugin cannot be used (the message of its :class:`PluginError`)
+    unusable: dict[PluginKind, str] = field(default_factory=dict)
+    #: the plugin's options model and what it rejected in the given options
+    invalid: dict[PluginKind, tuple[type[BaseModel], ValidationError]] = field(default_factory=dict)
+
+
+def check_section(section: object) -> SectionCheck:
+    """Loads the plugins a raw ``plugins:`` section selects (:data:`DEFAULTS` where it names none)
+    and validates their options.
+
+    What cannot be checked here (a section, a kind's entry, a name or an options block of the
+    wrong type) is skipped: the config's own validation reports it.
+    """
+    check = SectionCheck()
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        return check
+    for kind in KINDS:
+        ref = section.get(kind)
+        ref = {} if ref is None else ref
+        if not isinstance(ref, Mapping):
+            continue
+        name = DEFAULTS[kind] if ref.get("name") is None else ref.get("name")
+        options = ref.get("options")
+        if not isinstance(name, str) or not name or not (options is None or isinstance(options, Mapping)):
+            continue
+        try:
+            plugin = load_plugin(kind, name)
+        except PluginError as exc:
+            check.unusable[kind] = str(exc)
+            continue
+        try:
+            check.options[kind] = validate_options(plugin, options)
+        except ValidationError as exc:
+            check.invalid[kind] = (plugin.options, exc)
+    return check
 
 
 def create_plugin(kind: str, name: str, options: Mapping[str, Any] | BaseModel | None, context: PluginContext) -> Any:

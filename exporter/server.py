@@ -21,36 +21,33 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from exporter.config.types import ListenAddress
+from exporter.config.types import parse_listen as parse_address
 from exporter.metrics import Metrics
 
-__all__ = ["HealthServer", "parse_listen"]
+__all__ = ["ALL_INTERFACES", "HealthServer", "parse_listen"]
 
 log = logging.getLogger(__name__)
 
 
-def parse_listen(value: str) -> tuple[str, int] | None:
-    """``"host:port"`` / ``"[v6]:port"`` / ``":port"`` (all interfaces) -> ``(host, port)``; ``""`` -> None.
+#: the host bound for "every interface" (``server.listen: ":9464"``, a host of ``""``)
+ALL_INTERFACES = "0.0.0.0"
 
-    Raises ``ValueError`` with a readable message for anything else.
+
+def parse_listen(value: str) -> ListenAddress | None:
+    """``server.listen`` as the address to bind: ``"host:port"`` / ``"[v6]:port"`` / ``":port"``
+    (every interface: :data:`ALL_INTERFACES`) -> ``(host, port)``; ``""`` -> None.
+
+    The grammar and the messages are the config's (:func:`exporter.config.types.parse_listen`);
+    raises ``ValueError`` with a readable message for anything else.
     """
-    value = value.strip()
-    if not value:
-        return None
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"expected host:port, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"an IPv6 address needs brackets, as in [::1]:9464; got {value!r}")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range in {value!r}")
-    return host or "0.0.0.0", port
+    address = parse_address(value)
+    return None if address is None else ListenAddress(address.host or ALL_INTERFACES, address.port)
 
 
 class HealthServer:
-    """Serves the endpoints of ``metrics`` on ``host:port`` (port 0 = an ephemeral port, see :attr:`port`).
+    """Serves the endpoints of ``metrics`` on ``host:port`` (port 0 = an ephemeral port, see :attr:`port`;
+    host ``""`` = every interface, :data:`ALL_INTERFACES`).
 
     ``start()`` binds and returns ``self`` (raises ``OSError`` when the address is taken);
     ``close()`` stops serving, closes the socket and joins the thread; it is idempotent and takes
@@ -58,7 +55,7 @@ class HealthServer:
     """
 
     def __init__(self, host: str, port: int, metrics: Metrics, *, poll_interval: float = 0.5) -> None:
-        self.host = host
+        self.host = host or ALL_INTERFACES
         self._requested_port = port
         self.metrics = metrics
         self._poll_interval = poll_interval

@@ -1,0 +1,298 @@
+"""Loading: the file (or a parsed mapping) to a validated :class:`~exporter.config.model.Config`.
+
+::
+
+    file ──read──> text ──${VAR} substitution──> YAML ──safe_load──> mapping
+         ──OTEL_* fallbacks──> pydantic validation (+ the plugins' own options models)
+         ──app_secret resolution──> Config
+
+Every step collects its problems (:mod:`exporter.config.problems`); all of them end up in one
+:class:`~exporter.errors.ConfigError`.
+
+* the standard ``OTEL_*`` environment variables fill the ``export`` options the file leaves out
+  (or sets to ``null``); ``OTEL_RESOURCE_ATTRIBUTES`` is merged under
+  ``export.resource_attributes`` (the file wins). A problem with one names the variable;
+* ``bkmonitor.app_secret`` or ``bkmonitor.app_secret_file`` (not both); a relative file resolves
+  against ``$CREDENTIALS_DIRECTORY`` first (where systemd's ``LoadCredential=`` puts credentials),
+  else against the config file's directory; with neither option, the credential
+  ``$CREDENTIALS_DIRECTORY/bk_app_secret`` is used when it exists;
+* ``plugins.<source|mapper|sink>`` selects an installed plugin by ``name`` (an unknown name is
+  reported with the installed ones); its ``options`` are validated by the plugin's own model
+  (:func:`exporter.plugins.check_section`, which imports the selected plugins' modules) and
+  reported under ``plugins.<kind>.options.<option>``. A validated config holds the plugin's
+  options model instance in ``options``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from pydantic import SecretStr, ValidationError
+
+from exporter.config.envsubst import parse_yaml, substitute
+from exporter.config.fields import empty_to_none
+from exporter.config.model import Config
+from exporter.config.problems import Loc, Problem, plugin_problems, sorted_lines, validation_problems
+from exporter.config.types import shown
+from exporter.errors import ConfigError
+from exporter.plugins import check_section
+
+__all__ = ["CONFIG_ENV", "CREDENTIAL_NAME", "DEFAULT_CONFIG_PATH", "config_from_dict", "load_config"]
+
+CONFIG_ENV = "BK_OTEL_EXPORTER_CONFIG"
+DEFAULT_CONFIG_PATH = "/etc/bk-otel-exporter/config.yaml"
+#: the file systemd's ``LoadCredential=bk_app_secret:…`` creates in ``$CREDENTIALS_DIRECTORY``
+CREDENTIAL_NAME = "bk_app_secret"
+
+
+# ── OTEL_* environment fallbacks ─────────────────────────────────────────────────────────────
+
+
+def _pairs(text: str, variable: str) -> dict[str, str]:
+    """``k=v,k2=v2`` with URL-encoded keys and values (the OTel format). Never quotes a value back."""
+    pairs: dict[str, str] = {}
+    for number, item in enumerate(text.split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{variable}: entry {number} is not key=value")
+        pairs[unquote(key.strip())] = unquote(value.strip())
+    return pairs
+
+
+def _millis(text: str, variable: str) -> float:
+    try:
+        millis = float(text)
+    except ValueError:
+        millis = math.nan
+    if not math.isfinite(millis) or millis <= 0:
+        raise ValueError(f"{variable} must be a positive number of milliseconds (got {shown(text)})")
+    return millis / 1000
+
+
+def _boolean(text: str, variable: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"{variable} must be true or false (got {shown(text)})")
+    return text.lower() == "true"
+
+
+def _as_is(text: str, variable: str) -> str:
+    return text
+
+
+def _absolute(text: str, variable: str) -> str:
+    return os.path.abspath(os.path.expanduser(text))  # relative to the working directory, not the file
+
+
+#: export option, its environment variable, and how to read the variable
+_OTEL_FALLBACKS: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
+    ("endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _as_is),
+    ("protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", _as_is),
+    ("headers", "OTEL_EXPORTER_OTLP_HEADERS", _pairs),
+    ("compression", "OTEL_EXPORTER_OTLP_COMPRESSION", _as_is),
+    ("timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", _millis),
+    ("insecure", "OTEL_EXPORTER_OTLP_INSECURE", _boolean),
+    ("ca_file", "OTEL_EXPORTER_OTLP_CERTIFICATE", _absolute),
+    ("client_cert_file", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", _absolute),
+    ("client_key_file", "OTEL_EXPORTER_OTLP_CLIENT_KEY", _absolute),
+    ("service_name", "OTEL_SERVICE_NAME", _as_is),
+)
+
+
+def _apply_otel_env(tree: dict[Any, Any], env: Mapping[str, str], problems: list[Problem]) -> dict[Loc, str]:
+    """Fills ``export`` options the file leaves out (or null); returns option path -> variable used."""
+    export = tree.get("export")
+    if export is None:
+        export = {}
+    if not isinstance(export, dict):
+        return {}  # validation reports the section itself
+    used: dict[Loc, str] = {}
+    for option, variable, read in _OTEL_FALLBACKS:
+        text = env.get(variable, "").strip()
+        if not text or export.get(option) is not None:
+            continue
+        try:
+            export[option] = read(text, variable)
+        except ValueError as exc:
+            problems.append(Problem(("export", option), str(exc)))
+            continue
+        used[("export", option)] = variable
+    text = env.get("OTEL_RESOURCE_ATTRIBUTES", "").strip()
+    configured = export.get("resource_attributes")
+    if text and (configured is None or isinstance(configured, dict)):
+        try:
+            export["resource_attributes"] = {**_pairs(text, "OTEL_RESOURCE_ATTRIBUTES"), **(configured or {})}
+        except ValueError as exc:
+            problems.append(Problem(("export", "resource_attributes"), str(exc)))
+    if export:
+        tree["export"] = export
+    return used
+
+
+# ── app_secret ───────────────────────────────────────────────────────────────────────────────
+
+
+def _resolve_app_secret(
+    section: object, env: Mapping[str, str], base_dir: Path | None, problems: list[Problem]
+) -> tuple[str, str | None] | None:
+    """``(secret, file it came from)``, or ``None`` with the problem recorded.
+
+    Runs on the raw section so that a missing secret is reported together with every other
+    problem; type errors of the two options are left to validation.
+    """
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        return None
+    secret = empty_to_none(section.get("app_secret"))
+    secret_file = empty_to_none(section.get("app_secret_file"))
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value() or None
+    if not isinstance(secret, (str, type(None))) or not isinstance(secret_file, (str, type(None))):
+        return None
+    if secret is not None and secret_file is not None:
+        problems.append(Problem(("bkmonitor", "app_secret_file"), "set app_secret or app_secret_file, not both"))
+        return None
+    if secret is not None:
+        return secret, None
+    credentials = env.get("CREDENTIALS_DIRECTORY") or None
+    if secret_file is not None:
+        path = Path(secret_file).expanduser()
+        base = Path(credentials) if credentials else base_dir
+        if not path.is_absolute() and base is not None:
+            path = base / path
+    elif credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        path = Path(credentials) / CREDENTIAL_NAME
+    else:
+        problems.append(Problem(("bkmonitor", "app_secret"), "required (set app_secret or app_secret_file)"))
+        return None
+    path = path.absolute()
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        problems.append(Problem(("bkmonitor", "app_secret_file"), f"cannot read {path}: {exc.strerror or exc}"))
+        return None
+    except UnicodeDecodeError:
+        problems.append(Problem(("bkmonitor", "app_secret_file"), f"cannot read {path}: not UTF-8 text"))
+        return None
+    if not value:
+        problems.append(Problem(("bkmonitor", "app_secret_file"), f"{path} is empty"))
+        return None
+    return value, str(path)
+
+
+# ── loading ──────────────────────────────────────────────────────────────────────────────────
+
+
+def _plain(value: Any) -> Any:
+    """A private, mutable copy of mappings and lists (the fallbacks edit the tree in place)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _take_unset(tree: Any, unset: Mapping[str, tuple[str, int]], loc: Loc = ()) -> list[tuple[Loc, str]]:
+    """Finds values holding an unset-variable marker, nulls them, and returns (option path, variable)."""
+    found: list[tuple[Loc, str]] = []
+    items: list[tuple[Any, Any]] = (
+        list(tree.items()) if isinstance(tree, dict) else list(enumerate(tree)) if isinstance(tree, list) else []
+    )
+    for key, value in items:
+        names = [name for marker, (name, _) in unset.items() if isinstance(value, str) and marker in value]
+        key_names = [name for marker, (name, _) in unset.items() if isinstance(key, str) and marker in key]
+        if key_names:
+            del tree[key]
+            found.extend(((*loc, f"${{{name}}}"), name) for name in key_names)
+        elif names:
+            tree[key] = None
+            found.extend(((*loc, key), name) for name in names)
+        else:
+            found.extend(_take_unset(value, unset, (*loc, key)))
+    return found
+
+
+def _build(
+    tree: Any,
+    *,
+    env: Mapping[str, str],
+    base_dir: Path | None,
+    source: Path | None,
+    problems: list[Problem],
+    unset: Mapping[str, tuple[str, int]] | None = None,
+) -> Config:
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        kind = "a list" if isinstance(tree, list) else f"a {type(tree).__name__}"
+        raise ConfigError(
+            [
+                *(p.line() for p in problems),
+                f"config: must be a mapping of sections (bkmonitor:, …), not {kind}",
+            ]
+        )
+    not_set = _take_unset(tree, unset) if unset else []
+    from_env = _apply_otel_env(tree, env, problems)
+    secret = _resolve_app_secret(tree.get("bkmonitor"), env, base_dir, problems)
+    plugins = check_section(tree.get("plugins"))
+    problems.extend(plugin_problems(plugins))
+    config: Config | None = None
+    try:
+        config = Config.model_validate(tree, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, from_env))
+    # A null left by an unset variable says nothing new: report the variable instead.
+    problems = [p for p in problems if not any(p.loc[: len(loc)] == loc for loc, _ in not_set)]
+    problems.extend(Problem(loc, f"environment variable {name} is not set") for loc, name in not_set)
+    if problems or config is None:
+        raise ConfigError(sorted_lines(problems))
+    if secret is not None:
+        value, secret_file = secret
+        bkmonitor = config.bkmonitor.model_copy(update={"app_secret": SecretStr(value), "app_secret_file": secret_file})
+        config = config.model_copy(update={"bkmonitor": bkmonitor})
+    if plugins.options:
+        refs: dict[str, Any] = {
+            kind: getattr(config.plugins, kind).model_copy(update={"options": options})
+            for kind, options in plugins.options.items()
+        }
+        config = config.model_copy(update={"plugins": config.plugins.model_copy(update=refs)})
+    config._source_path = source
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Reads, substitutes, parses and validates the config file.
+
+    ``path`` defaults to ``$BK_OTEL_EXPORTER_CONFIG``, else ``/etc/bk-otel-exporter/config.yaml``;
+    ``env`` (default :data:`os.environ`) provides ``${VAR}`` values, the ``OTEL_*`` fallbacks and
+    ``$CREDENTIALS_DIRECTORY``. Raises :class:`ConfigError` listing every problem.
+    """
+    env = os.environ if env is None else env
+    source = Path(path if path is not None else env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH).absolute()
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError([f"config: cannot read {source}: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config: cannot read {source}: not UTF-8 text (byte {exc.start})"]) from None
+    substituted = substitute(text, env)
+    tree, yaml_problems = parse_yaml(substituted)
+    problems = [Problem((), line) for line in (*substituted.problems, *yaml_problems)]
+    return _build(tree, env=env, base_dir=source.parent, source=source, problems=problems, unset=substituted.unset)
+
+
+def config_from_dict(
+    raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> Config:
+    """The same validation as :func:`load_config` for an already parsed mapping (no ``${VAR}``).
+
+    Relative paths resolve against ``base_dir`` (default: the working directory).
+    """
+    env = os.environ if env is None else env
+    return _build(_plain(raw), env=env, base_dir=base_dir, source=None, problems=[])
