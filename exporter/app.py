@@ -30,11 +30,10 @@ from exporter.pipeline.sender import DrainReport, Sender, SenderSettings
 from exporter.plugins import PluginContext, create_plugin
 from exporter.sinks.base import Sink
 from exporter.sources.base import Source
-from exporter.sources.bkmonitor import client_settings
 from exporter.state import StateStore, open_store
 from exporter.state.base import PollCommit
 
-__all__ = ["App", "OnceReport", "build_mapper", "build_sink", "build_source", "client_settings"]
+__all__ = ["App", "OnceReport", "build_mapper", "build_sink", "build_source"]
 
 log = logging.getLogger(__name__)
 

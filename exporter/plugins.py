@@ -13,7 +13,7 @@ plugins (when the project is run from a checkout that was never installed, so th
 of ours is visible, the same table, :data:`BUILTINS`, is used instead).
 
 What each kind must do is written in its Protocol: :class:`exporter.sources.base.Source`,
-:class:`exporter.mappers.base.Mapper`, :class:`exporter.sinks.base.Sink`. ``docs/plugins.md`` is
+:class:`exporter.mapping.base.Mapper`, :class:`exporter.sinks.base.Sink`. ``docs/plugins.md`` is
 the guide.
 
 Options: the config's ``plugins.<kind>.options`` block is validated by the plugin's own pydantic
@@ -32,12 +32,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from exporter.errors import PluginError
 
@@ -62,6 +62,7 @@ __all__ = [
     "create_plugin",
     "installed_plugins",
     "load_plugin",
+    "settings_from",
     "validate_options",
 ]
 
@@ -79,7 +80,7 @@ DISTRIBUTION = "bk-otel-exporter"
 #: the built-in plugins, as ``pyproject.toml`` registers them (a test keeps the two equal)
 BUILTINS: dict[str, dict[str, str]] = {
     "source": {"bkmonitor": "exporter.sources.bkmonitor:plugin"},
-    "mapper": {"default": "exporter.mappers.default:plugin", "ecs": "exporter.mappers.ecs:plugin"},
+    "mapper": {"default": "exporter.mapping.contract:plugin", "ecs": "exporter.mapping.ecs:plugin"},
     "sink": {
         "console": "exporter.sinks.builtin:console",
         "jsonl": "exporter.sinks.jsonl:plugin",
@@ -91,6 +92,7 @@ BUILTINS: dict[str, dict[str, str]] = {
 DEFAULTS: dict[PluginKind, str] = {"source": "bkmonitor", "mapper": "default", "sink": "otlp"}
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class PluginOptions(BaseModel):
@@ -107,8 +109,8 @@ class NoOptions(PluginOptions):
 class PluginContext:
     """What ``create`` is given besides its options.
 
-    ``config``       the whole validated :class:`~exporter.config.Config` (the built-ins read
-                     ``bkmonitor.*``, ``alarms.recent.*`` and ``export.*`` from it)
+    ``config``       the whole validated :class:`~exporter.config.Config` (for a third-party
+                     plugin that needs more than its own options; the built-ins get their section)
     ``metrics``      the daemon's metrics (an ``ApiObserver`` for a source's API calls), or ``None``
     ``instance_id``  the state store's stable id of this exporter instance
     ``clock``        seconds since the epoch; use it instead of ``time.time`` so tests can drive it
@@ -127,6 +129,11 @@ class Plugin(Generic[T]):
     ``create(options, context)`` gets an instance of ``options`` (already validated) and a
     :class:`PluginContext`, and returns the Source, Mapper or Sink. It runs at start-up and on
     every reload; raising there is a start-up error (exit 1), or a refused reload.
+
+    ``section`` (the built-ins): the name of the config section that is the plugin's options
+    (``bkmonitor`` for the BlueKing source, ``export`` for the OTLP sink). ``create`` then gets that
+    validated section model, and the ``plugins.<kind>.options`` block must be empty (``options``
+    is :class:`NoOptions`).
     """
 
     kind: PluginKind
@@ -134,6 +141,7 @@ class Plugin(Generic[T]):
     options: type[BaseModel]
     create: Callable[[Any, PluginContext], T]
     description: str = ""
+    section: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +317,8 @@ def create_plugin(kind: str, name: str, options: Mapping[str, Any] | BaseModel |
     plugin = load_plugin(kind, name)
     try:
         validated = validate_options(plugin, options)
+        if plugin.section is not None:  # a built-in: its options are its config section
+            validated = getattr(context.config, plugin.section)
     except ValidationError as exc:
         problems = "; ".join(
             f"plugins.{kind}.options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
@@ -320,6 +330,18 @@ def create_plugin(kind: str, name: str, options: Mapping[str, Any] | BaseModel |
         raise
     except Exception as exc:
         raise PluginError(f"{kind} {name!r} cannot be created: {type(exc).__name__}: {exc}") from exc
+
+
+def settings_from(cls: type[D], section: BaseModel, **overrides: Any) -> D:
+    """A runtime settings dataclass ``cls`` from a validated section model: each field of ``cls``
+    that the section has, secrets unwrapped, then ``overrides`` (for fields named differently)."""
+    values: dict[str, Any] = {}
+    for item in fields(cls):  # type: ignore[arg-type]
+        if item.name in type(section).model_fields:
+            value = getattr(section, item.name)
+            values[item.name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    values.update(overrides)
+    return cls(**values)
 
 
 def installed_plugins(*, check: bool = False) -> list[dict[str, Any]]:

@@ -291,4 +291,4 @@ class Daemon:
         from exporter.server import HealthServer
 
         self._server = HealthServer(address[0], address[1], self.app.metrics).start()
-        log.info("health and metrics on http://%s:%d/ (healthz, readyz, metrics)", address[0], self._server.port)
+        log.info("health and metrics on %s/ (healthz, readyz, metrics)", self._server.url)

@@ -8,41 +8,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exporter.plugins import NoOptions, Plugin, PluginContext
+from exporter.plugins import NoOptions, Plugin, PluginContext, settings_from
 from exporter.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from exporter.config import Config
+    from exporter.config import ExportConfig
 
 __all__ = ["console", "memory", "otlp", "otlp_sink"]
 
 
-def otlp_sink(config: Config, instance_id: str) -> Sink:
+def otlp_sink(export: ExportConfig, instance_id: str) -> Sink:
     """The OTLP sink configured by the ``export:`` section."""
     from exporter.sinks.otlp import OtlpSettings, OtlpSink, default_resource_attributes
 
-    ex = config.export
-    resource = default_resource_attributes(ex.service_name, instance_id)
-    resource.update(ex.resource_attributes)
-    resource["service.name"] = ex.service_name
-    return OtlpSink(
-        OtlpSettings(
-            endpoint=ex.endpoint,
-            protocol=ex.protocol,
-            headers=dict(ex.headers),
-            compression=ex.compression,
-            timeout=ex.timeout,
-            insecure=ex.insecure,
-            ca_file=ex.ca_file,
-            client_cert_file=ex.client_cert_file,
-            client_key_file=ex.client_key_file,
-            resource=resource,
-        )
-    )
+    resource = default_resource_attributes(export.service_name, instance_id)
+    resource.update(export.resource_attributes)
+    resource["service.name"] = export.service_name
+    return OtlpSink(settings_from(OtlpSettings, export, headers=dict(export.headers), resource=resource))
 
 
-def _otlp(options: NoOptions, context: PluginContext) -> Sink:
-    return otlp_sink(context.config, context.instance_id)
+def _otlp(options: ExportConfig, context: PluginContext) -> Sink:
+    return otlp_sink(options, context.instance_id)
 
 
 def _console(options: NoOptions, context: PluginContext) -> Sink:
@@ -63,6 +49,7 @@ otlp: Plugin[Sink] = Plugin(
     options=NoOptions,
     create=_otlp,
     description="OTLP over gRPC or HTTP/protobuf (configured by export:)",
+    section="export",
 )
 console: Plugin[Sink] = Plugin(
     kind="sink",

@@ -24,13 +24,13 @@ from zoneinfo import ZoneInfo
 
 from exporter.errors import BkApiError
 from exporter.model import AlarmContext
-from exporter.plugins import NoOptions, Plugin, PluginContext
+from exporter.plugins import NoOptions, Plugin, PluginContext, settings_from
 from exporter.sources.base import Discovered, FetchResult
 from exporter.sources.bkmonitor.alerts import parse_alert
 from exporter.sources.bkmonitor.records import parse_event_log
 
 if TYPE_CHECKING:
-    from exporter.config import Config
+    from exporter.config import BkMonitorConfig, Config
     from exporter.sources.bkmonitor.client import BkClientSettings
 
 __all__ = [
@@ -162,28 +162,18 @@ class BkMonitorSource:
 # -- the plugin -----------------------------------------------------------------------------------------
 
 
-def client_settings(config: Config) -> BkClientSettings:
+def client_settings(bk: BkMonitorConfig) -> BkClientSettings:
     """The client's settings from the ``bkmonitor:`` section."""
     from exporter.sources.bkmonitor.client import BkClientSettings
 
-    bk = config.bkmonitor
-    secret = bk.app_secret.get_secret_value() if bk.app_secret else ""
-    return BkClientSettings(
-        base_url=bk.base_url,
-        app_code=bk.app_code,
-        app_secret=secret,
-        username=bk.username,
-        bk_token=bk.bk_token.get_secret_value() if bk.bk_token else None,
-        auth_in=bk.auth_in,
-        language=bk.language,
-        timeout=bk.timeout,
-        verify_tls=bk.verify_tls,
-        ca_file=bk.ca_file,
-        max_concurrency=bk.max_concurrency,
-        rate_limit=bk.rate_limit,
-        max_attempts=bk.retry.max_attempts,
-        initial_backoff=bk.retry.initial_backoff,
-        max_backoff=bk.retry.max_backoff,
+    retry = bk.retry
+    return settings_from(
+        BkClientSettings,
+        bk,
+        app_secret=bk.app_secret.get_secret_value() if bk.app_secret else "",
+        max_attempts=retry.max_attempts,
+        initial_backoff=retry.initial_backoff,
+        max_backoff=retry.max_backoff,
     )
 
 
@@ -198,12 +188,12 @@ def search_settings(config: Config) -> SearchSettings:
     )
 
 
-def _create(options: NoOptions, context: PluginContext) -> BkMonitorSource:
+def _create(options: BkMonitorConfig, context: PluginContext) -> BkMonitorSource:
     from exporter.sources.bkmonitor.client import BkClient
 
-    config = context.config
-    client = BkClient(client_settings(config), observer=context.metrics)
-    return BkMonitorSource(client, timezone=ZoneInfo(config.bkmonitor.timezone), search=search_settings(config))
+    client = BkClient(client_settings(options), observer=context.metrics)
+    search = search_settings(context.config)  # the alarms.recent filter
+    return BkMonitorSource(client, timezone=ZoneInfo(options.timezone), search=search)
 
 
 plugin: Plugin[BkMonitorSource] = Plugin(
@@ -212,4 +202,5 @@ plugin: Plugin[BkMonitorSource] = Plugin(
     options=NoOptions,
     create=_create,
     description="BlueKing Monitor get_event_log + search_alert (configured by bkmonitor: and alarms.recent:)",
+    section="bkmonitor",
 )
