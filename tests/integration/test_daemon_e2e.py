@@ -6,86 +6,32 @@ Every record the simulator exposes must arrive exactly once with every CONTRACT.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.bkmonitor.records import parse_event_log
-from exporter.simulator import SimAlarm, SimClock, Simulator
-from tests.support.daemon import Daemon, run_cli, write_config
+from exporter.simulator import Simulator
+from tests.support.daemon import Daemon, exporter_config, merge, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.rotel import RotelCollector
 from tests.support.secrets import APP_SECRET, OTLP_AUTH_HEADER, OTLP_TOKEN
+from tests.support.sim import T0, expected_records, simulator, story
 
 pytestmark = pytest.mark.integration
 
 SECRET = APP_SECRET  # tests/support/secrets.py: the session-wide leak check looks for it
-T0 = 1_718_000_030  # 2024-06-10 14:13:50 Asia/Shanghai
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(app_code="bk-otel-test", app_secret=SECRET, clock=SimClock.real()) as s:
-        yield s
-
-
-def story(sim: Simulator) -> list[SimAlarm]:
-    """Three alarms with fixed times in the past: their records never change while the test runs."""
-    a = sim.add_alarm(name="CPU", severity=1, begin_time=T0, create_time=T0)
-    a.log("ACTION", "notified admin", at=T0 + 1)
-    a.converge("cpu 93%", at=T0 + 60)
-    a.converge("cpu 95%", at=T0 + 120)
-    a.converge("cpu 97%", at=T0 + 180)  # folded: 3 converges show as 2 rows
-    a.ack("admin", "on it", at=T0 + 200)
-    b = sim.add_alarm(name="Disk", severity=2, begin_time=T0 + 10, create_time=T0 + 10)
-    b.set_severity(1, at=T0 + 30)
-    b.recover(at=T0 + 400)
-    c = sim.add_alarm(name="Ping", severity=3, begin_time=T0 + 20, create_time=T0 + 20)
-    c.log("ACTION", "notified admin", at=T0 + 21)
-    c.log("ACTION", "notified admin", at=T0 + 21)  # identical twin: still two records
-    return [a, b, c]
-
-
-def expected(sim: Simulator, alarms: list[SimAlarm]) -> dict[str, dict[str, Any]]:
-    """uid -> the record as BlueKing shows it now."""
-    out: dict[str, dict[str, Any]] = {}
-    for alarm in alarms:
-        data = sim.visible_records(alarm.id)
-        parsed = parse_event_log(alarm.id, data, tz=ZoneInfo("Asia/Shanghai"), observed_ns=0)
-        assert not parsed.malformed
-        for rec, raw in zip(parsed.records, data, strict=True):
-            out[rec.uid] = {"alarm": alarm.id, **raw}
-    return out
 
 
 def config(sim: Simulator, endpoint: str, protocol: str, state: Path, ids: list[str], **over: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "bkmonitor": {
-            "base_url": sim.base_url,
-            "app_code": "bk-otel-test",
-            "app_secret": "${TEST_BK_SECRET}",
-            "rate_limit": 0,
-            "retry": {"initial_backoff": "100ms", "max_backoff": "500ms"},
-        },
-        "alarms": {"ids": ids},
-        "poll": {"interval": "1s", "retire_after": "1h", "jitter": 0},
-        "export": {
-            "endpoint": endpoint,
-            "protocol": protocol,
-            "compression": "gzip",
-            "timeout": "5s",
-            "headers": {"authorization": OTLP_AUTH_HEADER},
-        },
-        "state": {"path": str(state)},
-        "server": {"listen": ""},
-        "shutdown_timeout": "10s",
+    export = {
+        "endpoint": endpoint,
+        "protocol": protocol,
+        "compression": "gzip",
+        "timeout": "5s",
+        "headers": {"authorization": OTLP_AUTH_HEADER},
     }
-    for key, value in over.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
-    return cfg
+    return merge(exporter_config(sim, state, ids, export=export, shutdown_timeout="10s"), over)
 
 
 ENV = {"TEST_BK_SECRET": SECRET}
@@ -97,7 +43,7 @@ def test_every_record_once_with_contract_fields(
 ) -> None:
     rotel, receiver = rotel_collector
     alarms = story(sim)
-    want = expected(sim, alarms)
+    want = expected_records(sim, alarms)
     assert len(want) == 11
     endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
     path = write_config(tmp_path / "c.yaml", config(sim, endpoint, protocol, tmp_path / "s.db", [a.id for a in alarms]))
@@ -144,7 +90,7 @@ def test_every_record_once_with_contract_fields(
 def test_restart_resumes_without_resending(sim: Simulator, rotel_collector: RotelCollector, tmp_path: Path) -> None:
     rotel, receiver = rotel_collector
     alarms = story(sim)
-    want = expected(sim, alarms)
+    want = expected_records(sim, alarms)
     path = write_config(
         tmp_path / "c.yaml", config(sim, rotel.grpc_endpoint, "grpc", tmp_path / "s.db", [a.id for a in alarms])
     )
@@ -160,7 +106,7 @@ def test_restart_resumes_without_resending(sim: Simulator, rotel_collector: Rote
 def test_legacy_server_extend_info_and_uid_stable_across_runs(rotel_collector: RotelCollector, tmp_path: Path) -> None:
     """A 3.x-style server: string event_id, rich extend_info -> dotted attributes; uids identical on two hosts."""
     rotel, receiver = rotel_collector
-    with Simulator(app_code="bk-otel-test", app_secret=SECRET, clock=SimClock.real(), legacy=True) as sim:
+    with simulator(legacy=True) as sim:
         alarm = sim.add_alarm(name="CPU", severity=1, begin_time=T0, create_time=T0)
         alarm.log(
             "CONVERGE",
@@ -213,7 +159,7 @@ def test_once_exits_1_and_keeps_records_when_backend_is_down(
     sim: Simulator, otlp_receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
     alarms = story(sim)[:1]
-    want = expected(sim, alarms)
+    want = expected_records(sim, alarms)
     otlp_receiver.mode = "unavailable"
     path = write_config(
         tmp_path / "c.yaml",

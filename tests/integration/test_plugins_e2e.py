@@ -20,20 +20,18 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.bkmonitor.records import parse_event_log
-from exporter.simulator import SimAlarm, SimClock, Simulator
-from tests.support.daemon import ROOT, run_cli, write_config
+from exporter.simulator import Simulator
+from tests.support.daemon import ROOT, exporter_config, run_cli, write_config
 from tests.support.plugins import build_wheel
 from tests.support.rotel import RotelCollector
 from tests.support.secrets import APP_SECRET
+from tests.support.sim import T0, expected_records, story
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_718_000_030  # 2024-06-10 14:13:50 Asia/Shanghai
 ENV = {"TEST_BK_SECRET": APP_SECRET}
 
 CAPTURE = '''
@@ -118,51 +116,8 @@ def with_site(site: Path) -> dict[str, str]:
     return {**ENV, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(app_code="bk-otel-test", app_secret=APP_SECRET, clock=SimClock.real()) as s:
-        yield s
-
-
-def story(sim: Simulator) -> list[SimAlarm]:
-    """Two alarms with fixed times in the past."""
-    a = sim.add_alarm(name="CPU", severity=1, begin_time=T0, create_time=T0)
-    a.log("ACTION", "notified admin", at=T0 + 1)
-    a.converge("cpu 93%", at=T0 + 60)
-    a.ack("admin", "on it", at=T0 + 200)
-    b = sim.add_alarm(name="Disk", severity=2, begin_time=T0 + 10, create_time=T0 + 10)
-    b.recover(at=T0 + 400)
-    return [a, b]
-
-
-def expected(sim: Simulator, alarms: list[SimAlarm]) -> dict[str, dict[str, Any]]:
-    """uid -> the record as BlueKing shows it now."""
-    out: dict[str, dict[str, Any]] = {}
-    for alarm in alarms:
-        data = sim.visible_records(alarm.id)
-        parsed = parse_event_log(alarm.id, data, tz=ZoneInfo("Asia/Shanghai"), observed_ns=0)
-        for rec, raw in zip(parsed.records, data, strict=True):
-            out[rec.uid] = {"alarm": alarm.id, **raw}
-    return out
-
-
 def config(sim: Simulator, state: Path, ids: list[str], **over: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "bkmonitor": {
-            "base_url": sim.base_url,
-            "app_code": "bk-otel-test",
-            "app_secret": "${TEST_BK_SECRET}",
-            "rate_limit": 0,
-            "retry": {"initial_backoff": "100ms", "max_backoff": "500ms"},
-        },
-        "alarms": {"ids": ids},
-        "poll": {"interval": "1s", "retire_after": "1h", "jitter": 0},
-        "export": {"endpoint": "http://127.0.0.1:9", "timeout": "2s"},
-        "state": {"path": str(state)},
-        "server": {"listen": ""},
-    }
-    cfg.update(over)
-    return cfg
+    return exporter_config(sim, state, ids, export={"endpoint": "http://127.0.0.1:9", "timeout": "2s"}, **over)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -174,7 +129,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 def test_a_throwaway_distribution_is_selected_from_the_config(sim: Simulator, site: Path, tmp_path: Path) -> None:
     alarms = story(sim)
-    want = expected(sim, alarms)
+    want = expected_records(sim, alarms)
     out = tmp_path / "captured.jsonl"
     plugins = {"mapper": {"name": "shout"}, "sink": {"name": "capture", "options": {"path": str(out)}}}
     cfg = write_config(tmp_path / "c.yaml", config(sim, tmp_path / "s.db", [a.id for a in alarms], plugins=plugins))
@@ -229,7 +184,7 @@ def test_config_errors_name_the_option_and_the_installed_plugins(sim: Simulator,
 
 def test_a_plugin_sink_that_raises_keeps_the_records_queued(sim: Simulator, site: Path, tmp_path: Path) -> None:
     alarms = story(sim)
-    want = expected(sim, alarms)
+    want = expected_records(sim, alarms)
     out = tmp_path / "captured.jsonl"
 
     def run(fail: bool) -> subprocess.CompletedProcess[str]:
@@ -255,7 +210,7 @@ def test_a_plugin_sink_that_raises_keeps_the_records_queued(sim: Simulator, site
 def test_ecs_mapper_through_a_collector(sim: Simulator, rotel_collector: RotelCollector, tmp_path: Path) -> None:
     rotel, receiver = rotel_collector
     alarms = story(sim)
-    want = expected(sim, alarms)
+    want = expected_records(sim, alarms)
     raw = config(sim, tmp_path / "s.db", [a.id for a in alarms], plugins={"mapper": {"name": "ecs"}})
     raw["export"] = {"endpoint": rotel.grpc_endpoint, "protocol": "grpc"}
     done = run_cli(["once", "--config", str(write_config(tmp_path / "c.yaml", raw))], env=ENV)
@@ -310,7 +265,7 @@ def test_jsonl_exactly_one_line_per_record_across_a_crash(sim: Simulator, tmp_pa
     written = [r["uid"] for r in read_lines(out)] if out.exists() else []
     rotated = sorted(out.parent.glob("records.jsonl.*"))
     assert rotated, "the files rotated"
-    assert len(written) + sum(len(read_lines(f)) for f in rotated) == len(expected(sim, alarms))
+    assert len(written) + sum(len(read_lines(f)) for f in rotated) == len(expected_records(sim, alarms))
     # the crash: the outbox never heard that run 1 delivered
     for f in _db_files(state):
         f.unlink()
@@ -319,10 +274,10 @@ def test_jsonl_exactly_one_line_per_record_across_a_crash(sim: Simulator, tmp_pa
     alarms[0].log("CLOSE", "closed by admin", at=T0 + 500)
     second = once(out)
     assert second.returncode == 0, second.stderr
-    total = len(expected(sim, alarms)) - 1
+    total = len(expected_records(sim, alarms)) - 1
     assert f"jsonl sink: {total} of {total + 1} records are already in" in second.stderr  # the replay happened
     every = [
         row["uid"] for f in [*sorted(out.parent.glob("records.jsonl.*"), reverse=True), out] for row in read_lines(f)
     ]
-    assert sorted(every) == sorted(expected(sim, alarms)), "exactly one line per record"
+    assert sorted(every) == sorted(expected_records(sim, alarms)), "exactly one line per record"
     assert len(every) == len(set(every))

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,34 +23,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-import yaml
 
-from exporter.bkmonitor.records import parse_event_log
 from exporter.errors import StateError
 from exporter.model import AlarmContext
-from exporter.simulator import SimClock, Simulator
+from exporter.simulator import Simulator
 from exporter.state import open_store
 from exporter.state.base import PollCommit
 from exporter.state.postgres import PostgresStateStore
+from tests.support.daemon import Daemon, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.postgres import fresh_database, fresh_schema
 from tests.support.records import queued_log
+from tests.support.sim import expected_uids, simulator
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 @pytest.fixture
@@ -266,47 +254,9 @@ POLL = 2.0
 LEASE = 5.0
 
 
-class Replica:
-    """One ``bk-otel-exporter run`` subprocess; its log goes to a file (a pipe could fill and block it)."""
-
-    def __init__(self, name: str, config: dict[str, Any], tmp_path: Path) -> None:
-        self.name = name
-        self.config_path = tmp_path / f"{name}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        self.log_path = tmp_path / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Replica:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BK_OTEL_", "NOTIFY_SOCKET"))}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
+def new_replica(name: str, config: dict[str, Any], tmp_path: Path) -> Daemon:
+    """One ``bk-otel-exporter run`` subprocess, not started yet; its log is ``<name>.log``."""
+    return Daemon(write_config(tmp_path / f"{name}.yaml", config), log_path=tmp_path / f"{name}.log")
 
 
 def username(headers: dict[str, str]) -> str | None:
@@ -320,16 +270,6 @@ def polls_by_replica(sim: Simulator, before: float = float("inf")) -> Counter[st
     return Counter(
         username(r.headers) or "?" for r in list(sim.requests) if r.endpoint == "get_event_log" and r.timestamp < before
     )
-
-
-def expected_uids(sim: Simulator, ids: list[str]) -> set[str]:
-    """What the exporter must deliver: every record the simulator now answers, with the exporter's uid."""
-    tz = ZoneInfo("Asia/Shanghai")
-    return {
-        record.uid
-        for alarm_id in ids
-        for record in parse_event_log(alarm_id, sim.visible_records(alarm_id), tz=tz, observed_ns=0).records
-    }
 
 
 def delivered(receiver: OtlpReceiver) -> list[tuple[str, str]]:
@@ -349,7 +289,7 @@ def leased_by(url: str, pid: int) -> tuple[int, int]:
 def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, tmp_path: Path) -> None:
     started = time.monotonic()
     url = fresh_database(postgres_url, prefix="replicas")
-    with Simulator(clock=SimClock.real()) as sim, OtlpReceiver() as receiver:
+    with simulator() as sim, OtlpReceiver() as receiver:
         alarms = [sim.add_alarm(name=f"disk usage {i}", severity=1 + i % 3) for i in range(N_ALARMS)]
         ids = [a.id for a in alarms]
 
@@ -380,7 +320,7 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
                 "shutdown_timeout": "5s",
             }
 
-        replicas = [Replica(f"replica-{n}", config(f"replica-{n}"), tmp_path) for n in (1, 2, 3)]
+        replicas = [new_replica(f"replica-{n}", config(f"replica-{n}"), tmp_path) for n in (1, 2, 3)]
         try:
             for replica in replicas:
                 replica.start()
@@ -400,7 +340,6 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
 
             # 3. freeze replica-3 while it holds work (leases in the store), then SIGKILL it
             victim = replicas[2]
-            assert victim.proc is not None
             for _ in range(200):
                 os.kill(victim.pid, signal.SIGSTOP)
                 held = leased_by(url, victim.pid)
@@ -411,7 +350,7 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
             os.kill(victim.pid, signal.SIGKILL)
             killed_at = time.monotonic()
             killed_wall = time.time()
-            victim.proc.wait(10)
+            victim.wait(10)
             assert held[0] > 0, "replica-3 never held a lease while frozen"
 
             # 4. more records after the kill; the two survivors must deliver everything, the dead
@@ -431,21 +370,12 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
             # 5. status, run like an operator would, sees all three (replica-3 lost once its
             # heartbeat is older than its lease)
             time.sleep(max(0.0, killed_at + LEASE + 0.5 - time.monotonic()))
-            status = subprocess.run(
-                [sys.executable, "-m", "exporter", "status", "--json", "--config", str(replicas[0].config_path)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                check=False,
-            )
-            for replica in replicas[:2]:
-                assert replica.stop() == 0, replica.log()[-3000:]
+            status = run_cli(["status", "--json", "--config", str(replicas[0].config_path)], timeout=30)
+            for survivor in replicas[:2]:
+                assert survivor.stop(20) == 0, survivor.output()[-3000:]
         finally:
-            for replica in replicas:
-                if replica.proc is not None and replica.proc.poll() is None:
-                    replica.stop(signal.SIGKILL, timeout=10)
+            for each in replicas:
+                each.kill()
 
         # every record exactly once; a duplicate only where replica-3 may have been killed between
         # the receiver's acknowledgement and its own commit (the documented crash window)
@@ -468,7 +398,7 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
 
     assert status.returncode == 0, status.stderr
     password = str(urlsplit(url).password)
-    assert all(password not in r.log() for r in replicas) and password not in status.stdout + status.stderr
+    assert all(password not in r.output() for r in replicas) and password not in status.stdout + status.stderr
     shown = {r["owner"].split(":")[1]: r for r in json.loads(status.stdout)["replicas"]}
     assert shown[str(replicas[2].pid)]["alive"] is False
     assert all(shown[str(r.pid)]["alive"] for r in replicas[:2])

@@ -16,26 +16,22 @@ imported), and nothing is sent twice across the restart.
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from exporter.simulator import SimAlarm, SimClock, Simulator
+from exporter.simulator import SimAlarm, Simulator
+from tests.support.daemon import Daemon
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.rotel import RotelCollector
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 S = 1_000_000_000
 OK, ERROR = 1, 2  # OTLP Status.code
 
@@ -50,64 +46,6 @@ def span_id_hex(alarm_id: str) -> str:
 
 def slice_id_hex(alarm_id: str, first_uid: str) -> str:
     return hashlib.sha256(f"bk-otel-exporter/slice/{alarm_id}/{first_uid}".encode()).digest()[:8].hex()
-
-
-class Daemon:
-    """``python -m exporter run`` as a subprocess; stderr kept in a file for failure messages."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BK_OTEL_EXPORTER_"))}
-
-    def start(self) -> None:
-        assert self.proc is None, "already running"
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "run", "--config", str(self.config)],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    def kill(self) -> None:
-        """SIGKILL: no flush, no goodbye."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; SIGKILL if it does not exit in time (then the test fails)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(f"daemon ignored SIGTERM for {timeout}s:\n{self.output()}") from None
-        return proc.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def wait_until(what: str, check: Callable[[], bool], daemon: Daemon, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if daemon.proc is not None and daemon.proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({daemon.proc.returncode}) waiting for {what}:\n{daemon.output()}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; daemon log:\n{daemon.output()}")
 
 
 def queued(state: Path, alarm_id: str) -> tuple[str, list[str]]:
@@ -169,12 +107,6 @@ def check_events_are_logs(receiver: OtlpReceiver, span: dict[str, Any]) -> None:
         )
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(clock=SimClock.real()) as simulator:
-        yield simulator
-
-
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_spans_through_rotel_across_a_restart(
     protocol: str, sim: Simulator, rotel_collector: RotelCollector, tmp_path: Path
@@ -215,14 +147,15 @@ shutdown_timeout: 5s
 """,
         encoding="utf-8",
     )
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon = Daemon(config, log_path=tmp_path / "daemon.log")
     try:
         # -- first process: B retires, A is open --------------------------------------------------
         daemon.start()
         wait_until(
-            "B's alarm span, A's slice and 7 log records",
             lambda: bool(alarm_spans(receiver, b.id)) and bool(slices(receiver, a.id)) and len(receiver.logs()) >= 7,
-            daemon,
+            15,
+            "B's alarm span, A's slice and 7 log records",
+            daemon=daemon,
         )
         [b_span] = alarm_spans(receiver, b.id)
         assert (b_span["trace_id"], b_span["span_id"], b_span["parent_span_id"]) == (
@@ -252,13 +185,13 @@ shutdown_timeout: 5s
         # -- second process on the same state file ----------------------------------------------
         a.converge(at=int(sim.clock.now()))
         daemon.start()
-        wait_until("A's second slice", lambda: len(slices(receiver, a.id)) >= 2, daemon)
+        wait_until(lambda: len(slices(receiver, a.id)) >= 2, 15, "A's second slice", daemon=daemon)
         a_second = next(s for s in slices(receiver, a.id) if s["span_id"] != a_first["span_id"])
         check_slice(a_second, a.id)
         assert [e[0] for e in events_of(a_second)] == ["CONVERGE"]  # only what is new
         assert a_second["trace_id"] == a_first["trace_id"]
 
-        wait_until("A's 8th log record", lambda: len(receiver.logs()) >= 8, daemon)
+        wait_until(lambda: len(receiver.logs()) >= 8, 15, "A's 8th log record", daemon=daemon)
 
         # -- collector down; A retires; SIGKILL with the alarm span still queued ------------------
         rotel.kill()
@@ -269,14 +202,14 @@ shutdown_timeout: 5s
             phase, rows = queued(state, a.id)
             return phase == "retired" and f"spans:alarm:{a.id}" in rows
 
-        wait_until("A retired, its alarm span queued", retired_and_queued, daemon)
+        wait_until(retired_and_queued, 15, "A retired, its alarm span queued", daemon=daemon)
         daemon.kill()
         assert alarm_spans(receiver, a.id) == []
 
         # -- third process, collector back: the queued span is delivered, once --------------------
         rotel.restart()
         daemon.start()
-        wait_until("A's alarm span", lambda: bool(alarm_spans(receiver, a.id)), daemon)
+        wait_until(lambda: bool(alarm_spans(receiver, a.id)), 15, "A's alarm span", daemon=daemon)
         [a_span] = alarm_spans(receiver, a.id)
         assert (a_span["trace_id"], a_span["span_id"], a_span["parent_span_id"]) == (
             trace_id_hex(a.id),

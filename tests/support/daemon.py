@@ -1,4 +1,5 @@
-"""Run the exporter as a real subprocess (``python -m exporter ...``) from a config dict.
+"""Run the exporter as a real subprocess (``python -m exporter ...``) from a config dict: the one
+daemon wrapper (:class:`Daemon`, ``run``) and the one CLI runner (:func:`run_cli`) of the suite.
 
 Every output of those subprocesses (the daemon's log file, a CLI command's stdout and stderr) is
 registered in :data:`OUTPUTS`; ``tests/conftest.py`` scans them for the test secrets
@@ -19,7 +20,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["OUTPUTS", "CapturedOutput", "Daemon", "run_cli", "take_outputs", "write_config"]
+from exporter.simulator import Simulator
+from tests.support.wait import wait_until
+
+__all__ = [
+    "OUTPUTS",
+    "CapturedOutput",
+    "Daemon",
+    "exporter_config",
+    "merge",
+    "run_cli",
+    "take_outputs",
+    "write_config",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +65,34 @@ def take_outputs() -> list[CapturedOutput]:
     return taken
 
 
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, mapping by mapping (any other value replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def exporter_config(sim: Simulator, state: Path, ids: Sequence[str], **over: Any) -> dict[str, Any]:
+    """The config a test daemon starts from: the simulator's alarms ``ids``, fast polls and
+    retries, the state file ``state``, no health server; the app secret comes from
+    ``${TEST_BK_SECRET}``. ``over`` (``export=`` at least) is merged in with :func:`merge`."""
+    config: dict[str, Any] = {
+        "bkmonitor": {
+            "base_url": sim.base_url,
+            "app_code": sim.app_code,
+            "app_secret": "${TEST_BK_SECRET}",
+            "rate_limit": 0,
+            "retry": {"initial_backoff": "100ms", "max_backoff": "500ms"},
+        },
+        "alarms": {"ids": list(ids)},
+        "poll": {"interval": "1s", "retire_after": "1h", "jitter": 0},
+        "state": {"path": str(state)},
+        "server": {"listen": ""},
+    }
+    return merge(config, over)
+
+
 def write_config(path: Path, config: Mapping[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
     return path
@@ -81,20 +122,31 @@ def run_cli(
 
 
 class Daemon:
-    """``bk-otel-exporter run`` as a subprocess; stderr goes to a file so it never blocks."""
+    """``bk-otel-exporter run`` as a subprocess; its stdout and stderr go to a file so it never blocks.
 
-    def __init__(self, config_path: Path, *, env: Mapping[str, str] | None = None) -> None:
+    It may be started again once it has stopped (a restart on the same state file): the next
+    process appends to the same log file.
+    """
+
+    def __init__(
+        self, config_path: Path, *, env: Mapping[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
         self.config_path = config_path
         self.env = env
-        self.log_path = config_path.with_suffix(f".{int(time.time() * 1000)}.log")
+        self.log_path = log_path or config_path.with_suffix(f".{int(time.time() * 1000)}.log")
         self.proc: subprocess.Popen[str] | None = None
         self._log: Any = None
 
     def start(self) -> Daemon:
-        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in wait()
-        OUTPUTS.append(CapturedOutput(f"daemon log {self.log_path.name}", path=self.log_path))
+        assert not self.alive, "already running"
+        self._close_log()
+        if self.proc is None:
+            OUTPUTS.append(CapturedOutput(f"daemon log {self.log_path.name}", path=self.log_path))
+        # the first process starts the log afresh, a restart appends to it; closed in wait()
+        self._log = open(self.log_path, "w" if self.proc is None else "a", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -104,12 +156,20 @@ class Daemon:
         return self
 
     @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
     def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8") if self.log_path.exists() else ""
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -120,9 +180,13 @@ class Daemon:
         try:
             return self.proc.wait(timeout)
         finally:
-            if self.proc.returncode is not None and self._log is not None:
-                self._log.close()
-                self._log = None
+            if self.proc.returncode is not None:
+                self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not stop in time (then the test fails on the code)."""
@@ -141,15 +205,8 @@ class Daemon:
             self.wait(10)
 
     def wait_for_output(self, text: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.output()
-            if text in out:
-                return out
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"daemon output never showed {text!r}; output:\n{self.output()[-4000:]}")
+        wait_until(lambda: text in self.output(), timeout, f"daemon output to show {text!r}", every=0.1, daemon=self)
+        return self.output()
 
     def __enter__(self) -> Daemon:
         return self.start()

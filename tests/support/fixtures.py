@@ -1,6 +1,10 @@
 """pytest fixtures for the OTLP side: load with ``pytest_plugins = ["tests.support.fixtures"]``.
 
 * ``otlp_receiver``: a started ``OtlpReceiver`` (the backend), stopped after the test.
+* ``sim``: a started BlueKing simulator on the real clock, with the test app code and secret
+  (``tests.support.sim.simulator``).
+* ``store``: a fresh ``SqliteStateStore`` (``s.db`` in ``tmp_path``), closed after the test
+  (tests/unit/test_state_contract.py has its own, over both backends).
 * ``rotel_collector``: a ``RotelCollector(rotel, receiver)``: a running rotel forwarding logs
   and traces over OTLP/gRPC to a fresh receiver. Point the code under test at
   ``rotel.grpc_endpoint`` or ``rotel.http_endpoint``; assert on ``receiver``.
@@ -16,13 +20,30 @@ type, ``RotelCollector``, lives in ``tests.support.rotel``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from exporter.simulator import Simulator
+from exporter.state.sqlite import SqliteStateStore
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.rotel import Rotel, RotelCollector
+from tests.support.sim import simulator
 
-__all__ = ["otlp_receiver", "rotel_collector"]
+__all__ = ["otlp_receiver", "postgres_url", "rotel_collector", "sim", "store"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with simulator() as s:
+        yield s
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    s = SqliteStateStore(tmp_path / "s.db")
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
-from exporter.model import LogEvent
+from typing import Any
+
+from exporter.model import AlarmContext, LogEvent
 from exporter.state.base import QueuedRecord
 
-__all__ = ["queued_log"]
+__all__ = ["ALARM", "alarm_context", "queued_log"]
+
+#: The alarm id the mapping tests build their records and contexts for.
+ALARM = "17180000005819837"
+
+
+def alarm_context(**over: Any) -> AlarmContext:
+    """The mapping tests' alarm: a CPU usage alarm of biz 2, fatal, open, on host 10.0.0.1."""
+    fields: dict[str, Any] = {
+        "alarm_id": ALARM,
+        "bk_biz_id": 2,
+        "name": "CPU usage alarm",
+        "severity": 1,
+        "status": "ABNORMAL",
+        "strategy_id": 41868,
+        "strategy_name": "CPU usage",
+        "dimensions": (("ip", "10.0.0.1"),),
+        **over,
+    }
+    return AlarmContext(**fields)
 
 
 def queued_log(uid: str, alarm_id: str = "1") -> QueuedRecord:

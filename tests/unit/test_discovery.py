@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,13 +56,6 @@ class Search:
             hits = hits_in
         size, page = body["page_size"], body["page"]
         return {"alerts": hits[(page - 1) * size : page * size], "total": len(hits), "total_relation": "eq"}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStateStore:
-    s = SqliteStateStore(tmp_path / "s.db")
-    yield s
-    s.close()
 
 
 def make(store: SqliteStateStore, search: Search, clock: list[float], **kw: Any) -> Discoverer:

@@ -10,8 +10,8 @@ from exporter.mappers.default import DefaultMapper
 from exporter.mappers.ecs import EcsMapper, ecs_action, ecs_outcome
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id
 from exporter.model import AlarmContext, FlowRecord
+from tests.support.records import ALARM, alarm_context
 
-ALARM = "17180000005819837"
 UID = "ab" * 16
 
 
@@ -39,16 +39,7 @@ def record(**over: Any) -> FlowRecord:
     return FlowRecord(**base)
 
 
-CTX = AlarmContext(
-    alarm_id=ALARM,
-    bk_biz_id=2,
-    name="CPU usage alarm",
-    severity=1,
-    status="ABNORMAL",
-    strategy_id=41868,
-    strategy_name="CPU usage",
-    dimensions=(("ip", "10.0.0.1"), ("bk_target.cloud_id", "0")),
-)
+CTX = alarm_context(dimensions=(("ip", "10.0.0.1"), ("bk_target.cloud_id", "0")))
 
 #: Every attribute the ECS mapper gives the record above with CTX: exactly these, nothing else.
 EXPECTED: dict[str, Any] = {

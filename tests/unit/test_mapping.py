@@ -9,7 +9,8 @@ import pytest
 from exporter.mapping.attributes import extend_info_attributes
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id, record_uid
 from exporter.mapping.logs import severity_of, to_log_event
-from exporter.model import AlarmContext, FlowRecord, LogEvent
+from exporter.model import FlowRecord, LogEvent
+from tests.support.records import alarm_context
 
 
 def record(**over: object) -> FlowRecord:
@@ -29,16 +30,7 @@ def record(**over: object) -> FlowRecord:
     return FlowRecord(**base)  # type: ignore[arg-type]
 
 
-CTX = AlarmContext(
-    alarm_id="17180000005819837",
-    bk_biz_id=2,
-    name="CPU usage alarm",
-    severity=1,
-    status="ABNORMAL",
-    strategy_id=41868,
-    strategy_name="CPU usage",
-    dimensions=(("ip", "10.0.0.1"), ("bk_cloud_id", "0")),
-)
+CTX = alarm_context(dimensions=(("ip", "10.0.0.1"), ("bk_cloud_id", "0")))
 
 
 @pytest.mark.parametrize(

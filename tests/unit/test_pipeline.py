@@ -2,100 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from exporter.errors import BkAuthError, BkNotFoundError, BkUnavailableError
-from exporter.metrics import Metrics
-from exporter.model import AlarmContext
-from exporter.pipeline.poller import Poller, PollSettings
-from exporter.pipeline.sender import Sender, SenderSettings
 from exporter.sinks.base import ExportOutcome
-from exporter.sinks.memory import MemorySink
 from exporter.state.sqlite import SqliteStateStore
-
-
-class Clock:
-    def __init__(self, t: float = 1_718_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Source:
-    """get_event_log answers scripted per alarm: a list, or an exception to raise."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.calls: list[str] = []
-
-    def get_event_log(self, alarm_id: str) -> list[Any]:
-        self.calls.append(alarm_id)
-        answer = self.data[alarm_id]
-        if isinstance(answer, Exception):
-            raise answer
-        return list(answer)
-
-
-def row(operate: str, when: str, message: str = "m") -> dict[str, Any]:
-    return {
-        "operate": operate,
-        "message": message,
-        "extend_info": {},
-        "status": "SUCCESS",
-        "event_id": 1,
-        "create_time": when,
-    }
-
-
-class Rig:
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
-        self.clock = Clock()
-        self.store = SqliteStateStore(tmp_path / "s.db", max_queued=settings.pop("max_queued", 1000))
-        self.metrics = Metrics(clock=self.clock)
-        self.source = Source()
-        self.sink = MemorySink()
-        self.poller = Poller(
-            self.source,
-            self.store,
-            self.metrics,
-            PollSettings(interval=30, retire_after=600, jitter=0, **settings),
-            clock=self.clock,
-            rng=lambda: 0.5,
-        )
-        self.sender = Sender(
-            self.store,
-            self.sink,
-            self.metrics,
-            SenderSettings(batch_size=4),
-            clock=self.clock,
-            rng=lambda: 1.0,
-        )
-
-    def follow(self, *ids: str) -> None:
-        for alarm_id in ids:
-            self.store.upsert_alarm(AlarmContext(alarm_id, severity=1), source="config", now=self.clock(), due=True)
-
-    def cycle(self) -> Any:
-        report = self.poller.run_cycle()
-        self.sender.drain(force=True)
-        return report
+from tests.support.pipeline import Rig, row
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Callable[..., Rig]:
+def rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    """Rigs over a store of their own each, following alarms as severity 1 (FATAL problem records)."""
     rigs: list[Rig] = []
 
-    def make(**settings: Any) -> Rig:
-        r = Rig(tmp_path / str(len(rigs)), **settings) if rigs else Rig(tmp_path, **settings)
-        rigs.append(r)
-        return r
+    def make(*, max_queued: int = 1000, **settings: Any) -> Rig:
+        store = SqliteStateStore(tmp_path / f"s{len(rigs)}.db", max_queued=max_queued)
+        rigs.append(Rig(store, follow_context={"severity": 1}, **settings))
+        return rigs[-1]
 
-    (tmp_path / "1").mkdir()
     yield make
     for r in rigs:
         r.store.close()

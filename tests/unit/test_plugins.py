@@ -334,13 +334,6 @@ class Picky(DefaultMapper):
         raise AssertionError("not used")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    s = SqliteStateStore(tmp_path / "s.db")
-    yield s
-    s.close()
-
-
 def poller(store: SqliteStateStore, source: Any, mapper: Any) -> Poller:
     return Poller(source, store, Metrics(), PollSettings(interval=30, jitter=0), mapper=mapper, clock=lambda: 1e9)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,13 +217,6 @@ def test_fsync_failure_is_retry(path: Path) -> None:
     assert sink.export("logs", [event(1)]).outcome is ExportOutcome.RETRY
     assert sink.export("logs", [event(1)]).ok
     assert uids(path) == [f"{1:032x}"]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    s = SqliteStateStore(tmp_path / "s.db")
-    yield s
-    s.close()
 
 
 def test_through_the_sender_a_redelivered_outbox_is_written_once(path: Path, store: SqliteStateStore) -> None:

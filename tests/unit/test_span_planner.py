@@ -9,34 +9,15 @@ from typing import Any
 import pytest
 
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id
-from exporter.metrics import Metrics
-from exporter.model import AlarmContext, SpanEventData, SpanRecord
-from exporter.pipeline.poller import Poller, PollSettings
-from exporter.pipeline.sender import Sender, SenderSettings
-from exporter.pipeline.spans import SENT_MARKER, SpanPlanner, event_from_json, event_to_json
-from exporter.sinks.memory import MemorySink
+from exporter.model import AlarmContext, SpanEventData
+from exporter.pipeline.spans import SENT_MARKER, event_from_json, event_to_json
 from exporter.state.base import CommitResult, PollCommit
 from exporter.state.sqlite import SqliteStateStore
+from tests.support.pipeline import Rig, row
 
 # 2024-06-10 14:13:50 Asia/Shanghai = 1718000030
 CREATED = 1_718_000_030
 S = 1_000_000_000
-
-
-class Clock:
-    def __init__(self, t: float = CREATED + 60.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Source:
-    def __init__(self) -> None:
-        self.data: dict[str, list[dict[str, Any]]] = {}
-
-    def get_event_log(self, alarm_id: str) -> list[Any]:
-        return list(self.data[alarm_id])
 
 
 class RecordingStore(SqliteStateStore):
@@ -55,67 +36,14 @@ class RecordingStore(SqliteStateStore):
         return super().commit_poll(commit)
 
 
-def row(operate: str, at: int, message: str = "m", extend_info: Any = None) -> dict[str, Any]:
-    from exporter.simulator.store import render_time
-
-    return {
-        "operate": operate,
-        "message": message,
-        "extend_info": {} if extend_info is None else extend_info,
-        "status": "SUCCESS",
-        "event_id": 1,
-        "create_time": render_time(at),
-    }
-
-
-class Rig:
-    def __init__(self, path: Path, signals: frozenset[str] = frozenset({"logs", "spans"})) -> None:
-        self.clock = Clock()
-        self.store = RecordingStore(path)
-        self.metrics = Metrics(clock=self.clock)
-        self.source = Source()
-        self.sink = MemorySink()
-        self.poller = Poller(
-            self.source,
-            self.store,
-            self.metrics,
-            PollSettings(interval=30, retire_after=60, jitter=0, signals=signals),
-            spans=SpanPlanner(self.store) if "spans" in signals else None,
-            clock=self.clock,
-            rng=lambda: 0.5,
-        )
-        self.sender = Sender(
-            self.store,
-            self.sink,
-            self.metrics,
-            SenderSettings(signals=tuple(sorted(signals)), batch_size=4),
-            clock=self.clock,
-            rng=lambda: 1.0,
-        )
-
-    def follow(self, alarm_id: str = "1", **ctx: Any) -> None:
-        self.store.upsert_alarm(AlarmContext(alarm_id, **ctx), source="config", now=self.clock(), due=True)
-
-    def cycle(self, advance: float = 31.0) -> None:
-        self.poller.run_cycle()
-        self.sender.drain(force=True)
-        self.clock.t += advance
-
-    def alarm_spans(self, alarm_id: str = "1") -> list[SpanRecord]:
-        return [s for s in self.sink.spans if s.alarm_id == alarm_id and s.parent_span_id is None]
-
-    def slices(self, alarm_id: str = "1") -> list[SpanRecord]:
-        return [s for s in self.sink.spans if s.alarm_id == alarm_id and s.parent_span_id is not None]
-
-    def phase(self, alarm_id: str = "1") -> str:
-        alarm = self.store.get_alarm(alarm_id)
-        assert alarm is not None
-        return alarm.phase
+def planner_rig(path: Path, signals: frozenset[str] = frozenset({"logs", "spans"})) -> Rig[RecordingStore]:
+    """A minute after CREATED, retire_after 60 s, each cycle moving the clock on by 31 s."""
+    return Rig(RecordingStore(path), now=CREATED + 60.0, signals=signals, advance=31.0, retire_after=60)
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path / "state.db")
+def rig(tmp_path: Path) -> Iterator[Rig[RecordingStore]]:
+    r = planner_rig(tmp_path / "state.db")
     yield r
     r.store.close()
 
@@ -178,7 +106,7 @@ def test_logs_carry_the_alarm_span_ids_when_both_signals_are_on(rig: Rig) -> Non
 
 
 def test_logs_only_have_no_trace_and_no_spans(tmp_path: Path) -> None:
-    r = Rig(tmp_path / "s.db", signals=frozenset({"logs"}))
+    r = planner_rig(tmp_path / "s.db", signals=frozenset({"logs"}))
     try:
         r.follow("1")
         lifecycle(r)
@@ -190,7 +118,7 @@ def test_logs_only_have_no_trace_and_no_spans(tmp_path: Path) -> None:
 
 
 def test_spans_only(tmp_path: Path) -> None:
-    r = Rig(tmp_path / "s.db", signals=frozenset({"spans"}))
+    r = planner_rig(tmp_path / "s.db", signals=frozenset({"spans"}))
     try:
         r.follow("1")
         lifecycle(r)
@@ -237,14 +165,14 @@ def test_crash_before_the_retiring_commit_redoes_it_once(rig: Rig) -> None:
 def test_alarm_span_survives_a_restart_and_a_backend_outage(tmp_path: Path) -> None:
     from exporter.sinks.base import ExportOutcome
 
-    first = Rig(tmp_path / "s.db")
+    first = planner_rig(tmp_path / "s.db")
     first.follow("1")
     first.source.data["1"] = [row("CREATE", CREATED, "created")]
     first.cycle()
     [before] = first.slices()
     first.store.close()
     # a new process on the same state file; the backend is down when the alarm retires
-    second = Rig(tmp_path / "s.db")
+    second = planner_rig(tmp_path / "s.db")
     try:
         second.clock.t = CREATED + 3600
         second.source.data["1"] = [row("RECOVER", CREATED + 100), row("CREATE", CREATED, "created")]

@@ -9,8 +9,8 @@ import pytest
 
 from exporter.mapping.spans import alarm_span, alarm_status, epoch_ns, slice_span, span_event
 from exporter.model import AlarmContext, FlowRecord, SpanEventData, SpanRecord
+from tests.support.records import ALARM, alarm_context
 
-ALARM = "17180000005819837"
 S = 1_000_000_000  # ns per second
 T0 = 1_718_000_000
 
@@ -50,17 +50,7 @@ def event(operate: str, at: int, message: str = "") -> SpanEventData:
     return span_event(record(operate, at, message=message or f"{operate.lower()} text"))
 
 
-CTX = AlarmContext(
-    alarm_id=ALARM,
-    bk_biz_id=2,
-    name="CPU usage alarm",
-    severity=1,
-    status="ABNORMAL",
-    strategy_id=41868,
-    strategy_name="CPU usage",
-    dimensions=(("ip", "10.0.0.1"),),
-    begin_time=T0 - 30,
-)
+CTX = alarm_context(begin_time=T0 - 30)
 BARE = AlarmContext(alarm_id=ALARM)
 
 

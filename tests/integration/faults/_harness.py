@@ -31,19 +31,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.bkmonitor.records import parse_event_log
-from exporter.simulator import SimAlarm, SimClock, Simulator
-from tests.support.daemon import Daemon, run_cli
+from exporter.simulator import SimAlarm, Simulator
+from tests.support import daemon as daemon_support
+from tests.support import sim as sim_support
+from tests.support.daemon import Daemon, merge, run_cli
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.secrets import APP_SECRET, OTLP_AUTH_HEADER
+from tests.support.sim import T0
+from tests.support.wait import wait_until
 
-T0 = 1_718_000_030  # 2024-06-10 14:13:50 Asia/Shanghai: every record lies in the past
-TZ = ZoneInfo("Asia/Shanghai")
 APP_CODE = "bk-otel-faults"
 #: The daemon's environment: the secrets reach the config through ${VAR} substitution.
 ENV = {"TEST_BK_SECRET": APP_SECRET, "TEST_OTLP_AUTH": OTLP_AUTH_HEADER}
@@ -51,7 +51,7 @@ ENV = {"TEST_BK_SECRET": APP_SECRET, "TEST_OTLP_AUTH": OTLP_AUTH_HEADER}
 
 @contextmanager
 def simulator(**kw: Any) -> Iterator[Simulator]:
-    with Simulator(app_code=APP_CODE, app_secret=APP_SECRET, clock=SimClock.real(), **kw) as sim:
+    with sim_support.simulator(app_code=APP_CODE, **kw) as sim:
         yield sim
 
 
@@ -100,13 +100,7 @@ class Story:
 
     def expected_uids(self, where: Callable[[dict[str, Any]], bool] | None = None) -> set[str]:
         """The uids of every record BlueKing shows now (those ``where`` accepts)."""
-        out: set[str] = set()
-        for alarm in list(self.alarms):
-            data = self.sim.visible_records(alarm.id)
-            parsed = parse_event_log(alarm.id, data, tz=TZ, observed_ns=0)
-            assert not parsed.malformed, parsed.malformed
-            out |= {r.uid for r, raw in zip(parsed.records, data, strict=True) if where is None or where(raw)}
-        return out
+        return sim_support.expected_uids(self.sim, list(self.alarms), where)
 
 
 class Grower(threading.Thread):
@@ -132,29 +126,12 @@ class Grower(threading.Thread):
 # -- the config ---------------------------------------------------------------------------------------
 
 
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-    return out
-
-
 def exporter_config(
     sim: Simulator, endpoint: str, state_path: Path, ids: list[str], *, protocol: str = "grpc", **over: Any
 ) -> dict[str, Any]:
     """The scenarios' starting config; ``over`` is merged in section by section."""
-    config: dict[str, Any] = {
-        "bkmonitor": {
-            "base_url": sim.base_url,
-            "app_code": APP_CODE,
-            "app_secret": "${TEST_BK_SECRET}",
-            "rate_limit": 0,
-            "timeout": "2s",
-            "max_concurrency": 4,
-            "retry": {"max_attempts": 5, "initial_backoff": "100ms", "max_backoff": "500ms"},
-        },
-        "alarms": {"ids": ids},
-        "poll": {"interval": "1s", "retire_after": "1h", "jitter": 0},
+    faults: dict[str, Any] = {
+        "bkmonitor": {"timeout": "2s", "max_concurrency": 4, "retry": {"max_attempts": 5}},
         "export": {
             "endpoint": endpoint,
             "protocol": protocol,
@@ -163,12 +140,11 @@ def exporter_config(
             "headers": {"authorization": "${TEST_OTLP_AUTH}"},
             "retry": {"initial_backoff": "200ms", "max_backoff": "1s"},
         },
-        "state": {"path": str(state_path)},
         "server": {"listen": "127.0.0.1:0"},
         "logging": {"level": "INFO"},
         "shutdown_timeout": "10s",
     }
-    return merge(config, over)
+    return merge(daemon_support.exporter_config(sim, state_path, ids, **faults), over)
 
 
 # -- the daemon ---------------------------------------------------------------------------------------
@@ -193,14 +169,6 @@ def metric_value(exposition: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
 class Run:
     """One ``bk-otel-exporter run`` process."""
 
@@ -214,7 +182,7 @@ class Run:
 
     @property
     def alive(self) -> bool:
-        return self.daemon.proc is not None and self.daemon.proc.poll() is None
+        return self.daemon.alive
 
     def output(self) -> str:
         return self.daemon.output()
@@ -252,7 +220,9 @@ class Run:
         assert status == 200 and json.loads(body)["status"] == "ok", body
         if ready:
             wait_until(
-                lambda: self.get("/readyz")[0] == 200, ready_within, f"/readyz 200 (last: {self.get('/readyz')})"
+                lambda: self.get("/readyz")[0] == 200,
+                ready_within,
+                lambda: f"/readyz 200 (last: {self.get('/readyz')})",
             )
         self.daemon.signal(signal.SIGTERM)
         code = self.daemon.wait(30)
@@ -283,18 +253,12 @@ def uids_of(receiver: OtlpReceiver) -> list[str]:
 
 def wait_delivered(receiver: OtlpReceiver, want: set[str], timeout: float = 30.0, settle: float = 0.5) -> list[str]:
     """Every uid of ``want`` at the receiver; then ``settle`` more seconds for late duplicates."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def progress() -> str:
         got = uids_of(receiver)
-        missing = want - set(got)
-        if not missing:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{len(missing)} of {len(want)} records never arrived within {timeout:.0f}s "
-                f"({len(got)} log records received)"
-            )
-        time.sleep(0.1)
+        return f"{len(want)} records ({len(want - set(got))} never arrived; {len(got)} log records received)"
+
+    wait_until(lambda: want <= set(uids_of(receiver)), timeout, progress, every=0.1)
     time.sleep(settle)
     return uids_of(receiver)
 

@@ -21,8 +21,9 @@ import pytest
 from tests.support.daemon import write_config
 from tests.support.rotel import RotelCollector
 from tests.support.secrets import APP_SECRET
+from tests.support.wait import wait_until
 
-from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, wait_delivered, wait_until
+from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, wait_delivered
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -27,8 +27,9 @@ from exporter.state.base import PollCommit, QueuedRecord
 from exporter.state.sqlite import SqliteStateStore
 from tests.support.daemon import write_config
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.wait import wait_until
 
-from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, status_of, wait_delivered, wait_until
+from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, status_of, wait_delivered
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -32,6 +32,7 @@ import pytest
 
 from tests.support.daemon import write_config
 from tests.support.rotel import RotelCollector
+from tests.support.wait import wait_until
 
 from ._harness import (
     Grower,
@@ -44,7 +45,6 @@ from ._harness import (
     simulator,
     uids_of,
     wait_delivered,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import run_cli, write_config
+from tests.support.wait import wait_until
 
 from ._harness import (
     ENV,
@@ -33,7 +34,6 @@ from ._harness import (
     simulator,
     status_of,
     wait_delivered,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,8 +18,9 @@ import pytest
 
 from tests.support.daemon import write_config
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.wait import wait_until
 
-from ._harness import Run, Story, assert_exactly_once, exporter_config, merge, simulator, wait_delivered, wait_until
+from ._harness import Run, Story, assert_exactly_once, exporter_config, merge, simulator, wait_delivered
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

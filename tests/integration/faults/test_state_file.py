@@ -129,8 +129,10 @@ def test_unusable_state_file_stops_every_command_naming_the_file(case: str, tmp_
     }
     path = write_config(tmp_path / "c.yaml", config)
     commands = [["run", "--config", str(path)], ["once", "--config", str(path)], ["status", "--config", str(path)]]
-    with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda args: run_cli(args, env=ENV, timeout=30), commands))
+    # one after another: run and once both take the state file's lock, so side by side one of them
+    # could stop first on the other's lock ("is in use by another bk-otel-exporter") instead of on
+    # the file's own problem; each command here meets the damaged file on its own
+    results = [run_cli(args, env=ENV, timeout=30) for args in commands]
     for args, done in zip(commands, results, strict=True):
         assert done.returncode == 1, (args[0], done.returncode, done.stderr)
         message = done.stderr.strip().splitlines()[-1]
