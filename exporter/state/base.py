@@ -11,8 +11,9 @@ them in the outbox **in one transaction**, so a crash can neither lose nor dupli
 leave the outbox only through :meth:`StateStore.ack` (after the sink said SUCCESS) or
 :meth:`StateStore.park` (the sink rejected them for good; they stay for inspection).
 
-Implementations: :mod:`exporter.state.sqlite` (one file, one process). A shared store for
-several replicas claims work with leases; the ``claim_*`` names leave room for that.
+Implementations: :mod:`exporter.state.sqlite` (one file, one process) and
+:mod:`exporter.state.postgres` (shared by several replicas, which claim work with leases: the
+``claim_*`` names). What both mean is written once, in :mod:`exporter.state.sql`.
 """
 
 from __future__ import annotations

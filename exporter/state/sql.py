@@ -1,16 +1,149 @@
-"""SQL shared by the SQLite and PostgreSQL stores (they differ in placeholders, not in meaning)."""
+"""What the SQLite and PostgreSQL stores both mean, written once.
+
+The two stores keep the same tables with the same semantics; they differ in placeholders, in how
+they take locks and in the statements only one of them has (leases, ``unnest``, pragmas). Here is
+everything they share:
+
+* who wrote a store (:data:`APP_ID`), which schema it has (:data:`SCHEMA_VERSION`), the checks on
+  open and their messages (:func:`check_identity`), the meta rows a migration writes;
+* the rule of a commit (:func:`plan_commit`: what is new, what the outbox cap refuses) and the
+  ``UPDATE alarms`` it implies (:func:`alarm_update`);
+* the rule of an upsert (:func:`refollow`, and the statement in :meth:`Statements.refollow`);
+* the statements whose text is the same up to placeholders (:class:`Statements`: :data:`SQLITE`,
+  :data:`POSTGRES`), and decoding rows into the model.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from exporter.model import AlarmContext, LogEvent, SpanRecord
-from exporter.state.base import AlarmState, PollCommit
+from exporter.errors import StateCorruptError, StateSchemaError
+from exporter.model import AlarmContext, LogEvent, OutboxItem, SpanRecord
+from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StoredSpanEvent
 
-__all__ = ["alarm_from_row", "alarm_update", "outbox_payload", "refollow"]
+__all__ = [
+    "ALARM_COLUMNS",
+    "ALARM_FIELDS",
+    "APP_ID",
+    "POSTGRES",
+    "SCHEMA_VERSION",
+    "SQLITE",
+    "CommitPlan",
+    "Statements",
+    "alarm_from_row",
+    "alarm_update",
+    "check_identity",
+    "outbox_item",
+    "outbox_payload",
+    "plan_commit",
+    "refollow",
+    "span_event_from_row",
+]
+
+#: ``meta.app``: a store without it was written by something else and is never touched
+APP_ID = "bk-otel-exporter"
+#: the schema this build writes; a store with a newer one is refused
+SCHEMA_VERSION = 1
+
+ALARM_FIELDS = (
+    "alarm_id",
+    "source",
+    "phase",
+    "context",
+    "first_seen",
+    "next_poll",
+    "last_poll",
+    "last_full_read",
+    "terminal_at",
+    "retired_at",
+    "change_token",
+    "records",
+    "last_error",
+)
+ALARM_COLUMNS = ", ".join(ALARM_FIELDS)
 
 
+# -- opening --------------------------------------------------------------------------------------
+def check_identity(facts: Mapping[str, str], *, store: str, subject: str, elsewhere: str) -> int:
+    """The schema version of an existing store, from its ``app`` and ``schema_version`` meta rows.
+
+    ``store`` names the store in messages (``state store <where>``), ``subject`` what was or was
+    not written by us (the store, or one schema of it), ``elsewhere`` where else to point the
+    exporter. A store of another application or with an unreadable version is a
+    StateCorruptError; one newer than this build a StateSchemaError.
+    """
+    if facts.get("app") != APP_ID:
+        raise StateCorruptError(f"{subject} was not written by {APP_ID}; refusing to touch it")
+    try:
+        version = int(facts.get("schema_version", "0"))
+    except ValueError:
+        raise StateCorruptError(f"{store}: unreadable schema version") from None
+    if version > SCHEMA_VERSION:
+        raise StateSchemaError(
+            f"{store} has schema version {version}, newer than this exporter "
+            f"understands ({SCHEMA_VERSION}); upgrade the exporter or use another {elsewhere}"
+        )
+    return version
+
+
+class Statements:
+    """The statements both stores run, in one driver's placeholder (``mark``)."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        m = mark
+        self.identity = "SELECT key, value FROM meta WHERE key IN ('app', 'schema_version')"
+        self.get_meta = f"SELECT value FROM meta WHERE key = {m}"
+        self.set_meta = (
+            f"INSERT INTO meta (key, value) VALUES ({m}, {m}) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self.initial_meta = f"INSERT INTO meta (key, value) VALUES ({m}, {m}), ({m}, {m}), ({m}, {m})"
+        self.get_alarm = f"SELECT {ALARM_COLUMNS} FROM alarms WHERE alarm_id = {m}"
+        self.insert_alarm = (
+            "INSERT INTO alarms (alarm_id, source, phase, context, first_seen, next_poll, change_token) "
+            f"VALUES ({m}, {m}, 'active', {m}, {m}, {m}, {m})"
+        )
+        self._refollow = (
+            f"UPDATE alarms SET context = {m}, phase = {m}, next_poll = {m}, source = {m}, "
+            f"change_token = COALESCE({m}, change_token), "
+            f"terminal_at = CASE WHEN {m} = 'active' AND phase = 'retired' THEN NULL ELSE terminal_at END, "
+            f"retired_at = CASE WHEN {m} = 'active' THEN NULL ELSE retired_at END "
+            f"WHERE alarm_id = {m}"
+        )
+        self.seen_uids = f"SELECT uid FROM seen WHERE alarm_id = {m}"
+        self.span_events = (
+            f"SELECT uid, time_ns, payload, sliced FROM span_events WHERE alarm_id = {m} ORDER BY time_ns, uid"
+        )
+        self.count_queued = "SELECT count(*) AS n FROM outbox WHERE parked_at IS NULL"
+
+    def meta_after(self, step: int) -> list[tuple[str, tuple[object, ...]]]:
+        """The meta rows migration ``step`` writes: who wrote the store (at its creation), its version."""
+        out: list[tuple[str, tuple[object, ...]]] = []
+        if step == 1:
+            facts = ("app", APP_ID, "instance_id", uuid.uuid4().hex, "created_at", str(time.time()))
+            out.append((self.initial_meta, facts))
+        out.append((self.set_meta, ("schema_version", str(step))))
+        return out
+
+    def refollow(
+        self, current: AlarmState, ctx: AlarmContext, *, source: str, now: float, due: bool, change_token: str | None
+    ) -> tuple[str, tuple[object, ...]]:
+        """The ``UPDATE alarms`` for ``ctx`` upserted again while ``current`` is stored (see
+        :func:`refollow`): a reopened alarm forgets its end, its terminal time only if it was retired."""
+        phase, next_poll, new_source = refollow(current, source=source, now=now, due=due)
+        params = (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id)
+        return self._refollow, params
+
+
+SQLITE = Statements("?")
+POSTGRES = Statements("%s")
+
+
+# -- rows -----------------------------------------------------------------------------------------
 def alarm_from_row(row: Any) -> AlarmState:
     """An ``alarms`` row (sqlite3.Row or a psycopg dict row) as an AlarmState."""
     return AlarmState(
@@ -30,9 +163,51 @@ def alarm_from_row(row: Any) -> AlarmState:
     )
 
 
+def span_event_from_row(row: Any) -> StoredSpanEvent:
+    """A ``span_events`` row (uid, time_ns, payload, sliced) as a StoredSpanEvent."""
+    return StoredSpanEvent(row["uid"], row["time_ns"], row["payload"], bool(row["sliced"]))
+
+
 def outbox_payload(kind: str, text: str) -> LogEvent | SpanRecord:
     """An outbox row's payload: a SpanRecord for ``spans``, else a LogEvent."""
     return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
+
+
+def outbox_item(row: Any) -> OutboxItem:
+    """An ``outbox`` row (seq, kind, payload, enqueued_at, attempts) as an OutboxItem."""
+    kind = row["kind"]
+    return OutboxItem(row["seq"], kind, outbox_payload(kind, row["payload"]), row["enqueued_at"], row["attempts"])
+
+
+# -- commits --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommitPlan:
+    """What one poll commit writes, once the store said which of its uids are seen already."""
+
+    seen: list[str]  # the uids to mark seen, each once
+    fresh: list[QueuedRecord]  # the queued records not seen before: counted in alarms.records
+    rows: list[QueuedRecord]  # the outbox rows to insert: ``fresh`` and the extra ones (spans)
+
+
+def plan_commit(
+    commit: PollCommit, known: Callable[[list[str]], set[str]], depth: int, max_queued: int
+) -> CommitPlan | None:
+    """Plan ``commit`` against an outbox ``depth`` deep; None when the cap refuses it whole.
+
+    ``known`` answers which of the given uids are seen already (asked only when some are queued).
+    A queued row whose uid was seen before is dropped: that is the de-duplication. Over the cap
+    nothing is written: the records stay unseen and are read again later. An empty outbox takes a
+    poll whole even when it alone exceeds the cap: otherwise an alarm with more new records than
+    ``max_queued`` could never be taken.
+    """
+    queued = {q.uid: q for q in commit.queued}
+    candidates = list(dict.fromkeys(uid for uid in commit.seen if uid in queued))
+    seen_before = known(candidates) if candidates else set()
+    fresh = [queued[uid] for uid in candidates if uid not in seen_before]
+    rows = [*fresh, *commit.extra_queued]
+    if rows and depth > 0 and depth + len(rows) > max_queued:
+        return None
+    return CommitPlan(seen=list(dict.fromkeys(commit.seen)), fresh=fresh, rows=rows)
 
 
 def alarm_update(c: PollCommit, new_records: int, mark: str, extra: Sequence[str] = ()) -> tuple[str, list[object]]:

@@ -18,29 +18,28 @@ import logging
 import os
 import sqlite3
 import threading
-import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from exporter.errors import StateCorruptError, StateError, StateSchemaError
+from exporter.errors import StateCorruptError, StateError
 from exporter.model import AlarmContext, OutboxItem
-from exporter.state.base import (
-    AlarmState,
-    CommitResult,
-    OutboxStats,
-    PollCommit,
-    StoredSpanEvent,
+from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
+from exporter.state.sql import (
+    ALARM_COLUMNS,
+    SCHEMA_VERSION,
+    SQLITE,
+    alarm_from_row,
+    alarm_update,
+    check_identity,
+    outbox_item,
+    plan_commit,
+    span_event_from_row,
 )
-from exporter.state.sql import alarm_from_row, alarm_update, outbox_payload, refollow
 
 __all__ = ["SCHEMA_VERSION", "SqliteStateStore"]
 
 log = logging.getLogger(__name__)
-
-APP_ID = "bk-otel-exporter"
-SCHEMA_VERSION = 1
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -89,11 +88,6 @@ _MIGRATIONS: dict[int, str] = {
     ) WITHOUT ROWID;
     """,
 }
-
-_ALARM_COLUMNS = (
-    "alarm_id, source, phase, context, first_seen, next_poll, last_poll, last_full_read, "
-    "terminal_at, retired_at, change_token, records, last_error"
-)
 
 
 def _marks(n: int) -> str:
@@ -151,18 +145,9 @@ class SqliteStateStore:
                 f"state store {self.path} is a SQLite database of something else "
                 f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
             )
-        rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('app', 'schema_version')").fetchall())
-        if rows.get("app") != APP_ID:
-            raise StateCorruptError(f"state store {self.path} was not written by {APP_ID}; refusing to touch it")
-        try:
-            version = int(rows.get("schema_version", "0"))
-        except ValueError as exc:
-            raise StateCorruptError(f"state store {self.path}: unreadable schema version") from exc
-        if version > SCHEMA_VERSION:
-            raise StateSchemaError(
-                f"state store {self.path} has schema version {version}, newer than this exporter "
-                f"understands ({SCHEMA_VERSION}); upgrade the exporter or use another state.path"
-            )
+        facts = dict(db.execute(SQLITE.identity).fetchall())
+        where = f"state store {self.path}"
+        version = check_identity(facts, store=where, subject=where, elsewhere="state.path")
         # Damaged pages further in would otherwise only show up later, as a failing job every
         # tick: check every page now (a fraction of a second for a million seen records).
         problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
@@ -189,15 +174,8 @@ class SqliteStateStore:
                 for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         db.execute(statement)
-                if version == 1:
-                    db.execute("INSERT INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
-                    db.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (uuid.uuid4().hex,))
-                    db.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (str(time.time()),))
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(version),),
-                )
+                for sql, params in SQLITE.meta_after(version):
+                    db.execute(sql, params)
             log.info("state store %s: schema migrated to version %d", self.path, version)
 
     @contextmanager
@@ -217,79 +195,60 @@ class SqliteStateStore:
             return self._db.execute(sql, params).fetchall()
 
     def _count_queued(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM outbox WHERE parked_at IS NULL")[0][0])
+        return int(self._query(SQLITE.count_queued)[0][0])
 
     # -- alarms -------------------------------------------------------------------------------------
     def upsert_alarm(
         self, ctx: AlarmContext, *, source: str, now: float, due: bool, change_token: str | None = None
     ) -> AlarmState:
         with self._tx() as db:
-            row = db.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)).fetchone()
+            row = db.execute(SQLITE.get_alarm, (ctx.alarm_id,)).fetchone()
             if row is None:
-                db.execute(
-                    "INSERT INTO alarms (alarm_id, source, phase, context, first_seen, next_poll, change_token) "
-                    "VALUES (?, ?, 'active', ?, ?, ?, ?)",
-                    (ctx.alarm_id, source, ctx.to_json(), now, now, change_token),
-                )
+                db.execute(SQLITE.insert_alarm, (ctx.alarm_id, source, ctx.to_json(), now, now, change_token))
             else:
-                phase, next_poll, new_source = refollow(alarm_from_row(row), source=source, now=now, due=due)
-                db.execute(
-                    "UPDATE alarms SET context = ?, phase = ?, next_poll = ?, source = ?, "
-                    "change_token = COALESCE(?, change_token), "
-                    "terminal_at = CASE WHEN ? = 'active' AND phase = 'retired' THEN NULL ELSE terminal_at END, "
-                    "retired_at = CASE WHEN ? = 'active' THEN NULL ELSE retired_at END "
-                    "WHERE alarm_id = ?",
-                    (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id),
-                )
-            out = db.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (ctx.alarm_id,)).fetchone()
+                current = alarm_from_row(row)
+                db.execute(*SQLITE.refollow(current, ctx, source=source, now=now, due=due, change_token=change_token))
+            out = db.execute(SQLITE.get_alarm, (ctx.alarm_id,)).fetchone()
         return alarm_from_row(out)
 
     def get_alarm(self, alarm_id: str) -> AlarmState | None:
-        rows = self._query(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (alarm_id,))
+        rows = self._query(SQLITE.get_alarm, (alarm_id,))
         return alarm_from_row(rows[0]) if rows else None
 
     def list_alarms(self, phases: Sequence[str] = ("active", "closing")) -> list[AlarmState]:
         rows = self._query(
-            f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE phase IN ({_marks(len(phases))}) ORDER BY first_seen",
+            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE phase IN ({_marks(len(phases))}) ORDER BY first_seen",
             list(phases),
         )
         return [alarm_from_row(r) for r in rows]
 
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
         rows = self._query(
-            f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE phase IN ('active', 'closing') AND next_poll <= ? "
+            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE phase IN ('active', 'closing') AND next_poll <= ? "
             "ORDER BY next_poll LIMIT ?",
             (now, limit),
         )
         return [alarm_from_row(r) for r in rows]
 
     def seen_uids(self, alarm_id: str) -> set[str]:
-        return {r[0] for r in self._query("SELECT uid FROM seen WHERE alarm_id = ?", (alarm_id,))}
+        return {r[0] for r in self._query(SQLITE.seen_uids, (alarm_id,))}
 
     def commit_poll(self, commit: PollCommit) -> CommitResult:
         inserted = 0
         with self._tx() as db:
-            queued = {q.uid: q for q in commit.queued}
-            fresh = []
-            for uid in commit.seen:
-                if (
-                    uid in queued
-                    and db.execute(
-                        "SELECT 1 FROM seen WHERE alarm_id = ? AND uid = ?", (commit.alarm_id, uid)
-                    ).fetchone()
-                    is None
-                ):
-                    fresh.append(queued[uid])
-            wanted = len(fresh) + len(commit.extra_queued)
-            # An empty outbox takes a poll whole even when it alone exceeds the cap: otherwise an
-            # alarm with more new records than max_queued could never be taken.
-            if wanted and self._depth > 0 and self._depth + wanted > self.max_queued:
+
+            def known(uids: list[str]) -> set[str]:
+                check = "SELECT 1 FROM seen WHERE alarm_id = ? AND uid = ?"
+                return {uid for uid in uids if db.execute(check, (commit.alarm_id, uid)).fetchone() is not None}
+
+            plan = plan_commit(commit, known, self._depth, self.max_queued)
+            if plan is None:
                 return CommitResult(inserted=0, overflow=True)
             db.executemany(
                 "INSERT OR IGNORE INTO seen (alarm_id, uid) VALUES (?, ?)",
-                [(commit.alarm_id, uid) for uid in commit.seen],
+                [(commit.alarm_id, uid) for uid in plan.seen],
             )
-            for row in [*fresh, *commit.extra_queued]:
+            for row in plan.rows:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, enqueued_at) VALUES (?, ?, ?, ?, ?)",
                     (row.kind, row.uid, commit.alarm_id, row.payload, commit.now),
@@ -304,20 +263,12 @@ class SqliteStateStore:
                     "UPDATE span_events SET sliced = 1 WHERE alarm_id = ? AND uid = ?",
                     [(commit.alarm_id, uid) for uid in commit.sliced],
                 )
-            self._update_alarm(db, commit, len(fresh))
+            db.execute(*alarm_update(commit, len(plan.fresh), SQLITE.mark))
             self._depth += inserted  # under the lock: ack() changes it from the sender's thread
         return CommitResult(inserted=inserted)
 
-    @staticmethod
-    def _update_alarm(db: sqlite3.Connection, c: PollCommit, new_records: int) -> None:
-        db.execute(*alarm_update(c, new_records, "?"))
-
     def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
-        rows = self._query(
-            "SELECT uid, time_ns, payload, sliced FROM span_events WHERE alarm_id = ? ORDER BY time_ns, uid",
-            (alarm_id,),
-        )
-        return [StoredSpanEvent(r["uid"], r["time_ns"], r["payload"], bool(r["sliced"])) for r in rows]
+        return [span_event_from_row(r) for r in self._query(SQLITE.span_events, (alarm_id,))]
 
     def prune(self, now: float, retired_before: float) -> int:
         with self._tx() as db:
@@ -341,10 +292,7 @@ class SqliteStateStore:
             "WHERE kind = ? AND parked_at IS NULL ORDER BY seq LIMIT ?",
             (kind, limit),
         )
-        return [
-            OutboxItem(r["seq"], r["kind"], outbox_payload(r["kind"], r["payload"]), r["enqueued_at"], r["attempts"])
-            for r in rows
-        ]
+        return [outbox_item(r) for r in rows]
 
     def ack(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -394,15 +342,12 @@ class SqliteStateStore:
 
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self._query(SQLITE.get_meta, (key,))
         return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            db.execute(SQLITE.set_meta, (key, value))
 
     def close(self) -> None:
         with self._lock:
