@@ -5,7 +5,7 @@ tests and the demo build it with injected parts (a simulator URL, a memory sink)
 
 The source, the mapper and the sink are the plugins ``plugins.source``, ``plugins.mapper`` and
 ``plugins.sink`` name (:mod:`exporter.plugins`; by default ``bkmonitor``, ``default``, ``otlp``:
-the BlueKing client, the CONTRACT.md mapping and OTLP from ``export.*``). A plugin sink sits
+the BlueKing client, the docs/reference.md mapping and OTLP from ``export.*``). A plugin sink sits
 behind :class:`~exporter.sinks.guard.GuardedSink` (an exception is a RETRY), the mapper behind
 :class:`~exporter.mapping.base.GuardedMapper` (an exception fails that alarm's poll, nothing is
 committed); ``export.console`` adds the console sink beside any sink but ``console``.
@@ -50,7 +50,7 @@ def build_source(context: PluginContext) -> Source:
 
 
 def build_mapper(context: PluginContext) -> GuardedMapper:
-    """The ``plugins.mapper`` mapper, guarded (by default CONTRACT.md's)."""
+    """The ``plugins.mapper`` mapper, guarded (by default the docs/reference.md mapping)."""
     mapper: Mapper = _plugin("mapper", context)
     return guarded(mapper, context.config.plugins.mapper.name)
 

@@ -7,7 +7,7 @@
                 └─> create() returns the Source / Mapper / Sink instance the pipeline uses
 
 Groups: ``bk_otel_exporter.sources``, ``bk_otel_exporter.mappers``, ``bk_otel_exporter.sinks``.
-The built-in BlueKing source, the CONTRACT.md and ECS mappers and the OTLP, console, jsonl and
+The built-in BlueKing source, the default (docs/reference.md) and ECS mappers and the OTLP, console, jsonl and
 memory sinks are registered in this project's own ``pyproject.toml`` exactly like third-party
 plugins (when the project is run from a checkout that was never installed, so that no entry point
 of ours is visible, the same table, :data:`BUILTINS`, is used instead).

@@ -1,6 +1,6 @@
 """Attribute building: the alarm's ``bk.*`` attributes and the dotted leaves of ``extend_info``.
 
-Leaf rule (CONTRACT.md): a string, bool, int or float stays as it is; a list whose items are all
+Leaf rule (docs/reference.md): a string, bool, int or float stays as it is; a list whose items are all
 of one of those types stays a list (OpenTelemetry arrays are homogeneous, so a mixed list, or a
 list holding dicts, becomes compact JSON); anything else (``None``, an empty dict, a float that
 JSON cannot hold) becomes a compact JSON string. A non-empty non-dict ``extend_info`` becomes the

@@ -1,12 +1,12 @@
-"""The ``ecs`` mapper: CONTRACT.md's log records with Elastic Common Schema attribute names.
+"""The ``ecs`` mapper: the default mapping's log records (docs/reference.md) with Elastic Common Schema attribute names.
 
 For Elastic users (Elastic Agent/APM Server's OTLP intake, or the EDOT collector in ECS mode):
 the alarm's flow shows up under the fields Kibana's Logs and Alerts views, detection rules and
 dashboards already know. Body, timestamps, ``event_name``, severity and the trace/span ids are
-exactly CONTRACT.md's; only the attributes change:
+exactly the default mapping's (docs/reference.md); only the attributes change:
 
 ==============================  =====================================================  ==========================
-attribute                       value                                                  CONTRACT.md attribute
+attribute                       value                                                  default attribute
 ==============================  =====================================================  ==========================
 ``message``                     the record's ``message`` (also the body)               (the body)
 ``event.action``                ``operate`` in ECS's action style: lower case, ``_``   ``bk.alarm.operate``
@@ -141,7 +141,7 @@ def _context_attributes(ctx: AlarmContext | None) -> dict[str, AttrValue]:
 
 
 class EcsMapper:
-    """CONTRACT.md log records, ECS attribute names (see the module docstring for the table)."""
+    """Default log records (docs/reference.md), ECS attribute names (see the module docstring for the table)."""
 
     def map_log(self, record: FlowRecord, ctx: AlarmContext | None, *, with_trace: bool) -> LogEvent:
         attrs = _record_attributes(record)

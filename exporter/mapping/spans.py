@@ -1,4 +1,4 @@
-"""An alarm's flow records -> SDK-free spans, as CONTRACT.md "As spans" (and the README, "Traces").
+"""An alarm's flow records -> SDK-free spans, as docs/reference.md "As spans" (and the README, "Traces").
 
 The trace of alarm ``A`` (ids from :mod:`exporter.mapping.ids`, the same on every host)::
 

@@ -1,7 +1,7 @@
 """Discovery: find alarms through the source and decide which event logs need reading.
 
 Windows: the source's ``discover(start, end)`` answers the alarms *active* in the window (for the
-BlueKing source, search_alert's overlap semantics, BK_API.md §3.2: every open alarm comes back in
+BlueKing source, search_alert's overlap semantics, docs/blueking-api.md §3.2: every open alarm comes back in
 every window; paging and splitting capped windows are the source's business, see
 :mod:`exporter.sources.bkmonitor`). Each round asks for ``[previous end - overlap, now]`` (first
 round: ``now - lookback``; ``once --since`` reaches further back).

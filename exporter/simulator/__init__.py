@@ -1,7 +1,7 @@
 """A faithful BlueKing Monitor simulator: a real HTTP server on 127.0.0.1 (stdlib only).
 
 Used by the integration tests, the benchmarks and ``bk-otel-exporter demo``. It answers like the servers
-described in ``BK_API.md`` (not like the published document):
+described in ``docs/blueking-api.md`` (not like the published document):
 
 * ``GET  /api/c/compapi/v2/monitor_v3/get_event_log/?id=…`` (ESB). Any other method ⇒ the ESB 404 body
   ``{"result": false, "data": null, "message": "The content does not exist"}`` (no ``code``).

@@ -1,4 +1,4 @@
-"""Response envelopes of the three BlueKing layers, and the fault catalogue (BK_API.md §2.7, §4)."""
+"""Response envelopes of the three BlueKing layers, and the fault catalogue (docs/blueking-api.md §2.7, §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``search_alert`` (BK_API.md §3): validation, overlap filter, conditions, ordering, paging, alert documents.
+"""``search_alert`` (docs/blueking-api.md §3): validation, overlap filter, conditions, ordering, paging, alert docs.
 
 Simplifications: ``query_string`` supports only ``field:value`` / ``field:"value"`` terms and bare words
 (case-insensitive substring of id, alert_name or description), all AND-ed (the word ``AND`` is skipped).

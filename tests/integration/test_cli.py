@@ -1,4 +1,4 @@
-"""The command line as users script it (CONTRACT.md "Command line"): real subprocesses, exit codes."""
+"""The command line as users script it (docs/reference.md "Command line"): real subprocesses, exit codes."""
 
 from __future__ import annotations
 

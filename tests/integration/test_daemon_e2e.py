@@ -1,6 +1,6 @@
 """Issue 2 end to end: simulator -> daemon subprocess -> rotel (a real collector) -> decoding receiver.
 
-Every record the simulator exposes must arrive exactly once with every CONTRACT.md field right.
+Every record the simulator exposes must arrive exactly once with every field of docs/reference.md right.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from exporter.app import App
-from exporter.bkmonitor.records import parse_event_log
 from exporter.config import Config, config_from_dict
 from exporter.simulator import SimAlarm, SimClock, Simulator
+from exporter.sources.bkmonitor.records import parse_event_log
 from tests.support.daemon import Daemon, write_config
 from tests.support.rotel import RotelCollector
 from tests.support.secrets import APP_SECRET

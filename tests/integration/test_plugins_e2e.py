@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 
-from exporter.mappers.default import DefaultMapper
+from exporter.mapping.contract import DefaultMapper
 from exporter.model import LogEvent
 from exporter.plugins import NoOptions, Plugin, PluginOptions
 from exporter.sinks.base import ExportOutcome, ExportResult
@@ -82,7 +82,7 @@ class ShoutMapper(DefaultMapper):
 capture = Plugin(kind="sink", name="capture", options=CaptureOptions, create=lambda o, c: CaptureSink(o),
                  description="writes what it gets to options.path")
 shout = Plugin(kind="mapper", name="shout", options=NoOptions, create=lambda o, c: ShoutMapper(),
-               description="CONTRACT.md, upper case")
+               description="the default mapping, upper case")
 '''
 
 

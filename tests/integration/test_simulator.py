@@ -64,7 +64,7 @@ def search(http: requests.Session, sim: Simulator, body: dict[str, Any], **kw: A
 
 
 def walkthrough_alarm(sim: Simulator) -> SimAlarm:
-    """BK_API.md §2.9: created T0+30, notified T0+31, converged T0+90/150/210."""
+    """docs/blueking-api.md §2.9: created T0+30, notified T0+31, converged T0+90/150/210."""
     alarm = sim.add_alarm(begin_time=T0, create_time=T0 + 30, alarm_id="17180000005819837", message="m-create")
     alarm.log("ACTION", "m-action", at=T0 + 31)
     for t in (90, 150, 210):

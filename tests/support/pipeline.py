@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from exporter.mapping.contract import DefaultMapper
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext, SpanRecord
 from exporter.pipeline.poller import CycleReport, Poller, PollSettings
@@ -13,6 +14,7 @@ from exporter.pipeline.sender import Sender, SenderSettings
 from exporter.pipeline.spans import SpanPlanner
 from exporter.simulator.store import render_time
 from exporter.sinks.memory import MemorySink
+from exporter.sources.bkmonitor import BkMonitorSource
 from exporter.state.sqlite import SqliteStateStore
 
 __all__ = ["Clock", "Rig", "ScriptedSource", "row"]
@@ -31,7 +33,8 @@ class Clock:
 
 
 class ScriptedSource:
-    """get_event_log answers scripted per alarm: a list of rows, or an exception to raise."""
+    """A BlueKing API whose get_event_log answers are scripted per alarm: a list of rows, or an
+    exception to raise (the Rig wraps it in the real BlueKing source)."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -84,10 +87,11 @@ class Rig(Generic[Store]):
         self.follow_context = dict(follow_context or {})
         poll = {"interval": 30, "retire_after": 600, "jitter": 0, **settings}
         self.poller = Poller(
-            self.source,
+            BkMonitorSource(self.source),
             self.store,
             self.metrics,
             PollSettings(signals=signals, **poll),
+            mapper=DefaultMapper(),
             spans=SpanPlanner(self.store) if "spans" in signals else None,
             clock=self.clock,
             rng=lambda: 0.5,

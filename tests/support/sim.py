@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from exporter.bkmonitor.records import parse_event_log
 from exporter.simulator import SimAlarm, SimClock, Simulator
+from exporter.sources.bkmonitor.records import parse_event_log
 from tests.support.secrets import APP_SECRET
 
 __all__ = ["APP_CODE", "T0", "TZ", "expected_records", "expected_uids", "simulator", "story"]

@@ -25,8 +25,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 import exporter
-import exporter.bkmonitor
-from exporter.bkmonitor import BkClient, BkClientSettings, RetryPolicy, TokenBucket, parse_envelope
+import exporter.sources.bkmonitor
 from exporter.errors import (
     BkApiError,
     BkAuthError,
@@ -36,6 +35,7 @@ from exporter.errors import (
     BkTransportError,
     BkUnavailableError,
 )
+from exporter.sources.bkmonitor import BkClient, BkClientSettings, RetryPolicy, TokenBucket, parse_envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "demo-secret"
@@ -453,7 +453,7 @@ def test_retries_are_logged_with_context(harness: Callable[..., Harness], caplog
     caplog.set_level(logging.DEBUG)
     h = harness([esb_error(1306201), ok([])])
     h.client.get_event_log("17180000005819837")
-    lines = [r for r in caplog.records if r.name == "exporter.bkmonitor.retry"]
+    lines = [r for r in caplog.records if r.name == "exporter.sources.bkmonitor.retry"]
     assert len(lines) == 1
     text = lines[0].getMessage()
     for part in ("get_event_log", "17180000005819837", "1306201", ESB_RID, "attempt 1/4", "0.75s"):
@@ -1035,22 +1035,31 @@ def test_settings_validation(bad: dict[str, Any]) -> None:
 
 
 def test_public_surface() -> None:
-    assert sorted(exporter.bkmonitor.__all__) == [
+    # The package is the source plugin and the client it is built on (the entry point names it).
+    assert sorted(exporter.sources.bkmonitor.__all__) == [
         "ApiObserver",
+        "BkApi",
         "BkClient",
         "BkClientSettings",
+        "BkMonitorSource",
+        "MIN_WINDOW",
+        "RESULT_WINDOW",
         "RetryPolicy",
+        "SearchSettings",
         "TokenBucket",
+        "client_settings",
         "parse_envelope",
+        "plugin",
         "retry_call",
+        "search_settings",
     ]
-    for name in exporter.bkmonitor.__all__:
-        assert getattr(exporter.bkmonitor, name) is not None
+    for name in exporter.sources.bkmonitor.__all__:
+        assert getattr(exporter.sources.bkmonitor, name) is not None
     with pytest.raises(AttributeError):
-        exporter.bkmonitor.nothing_here  # noqa: B018
+        exporter.sources.bkmonitor.nothing_here  # noqa: B018
 
 
 def test_import_is_light() -> None:
-    code = "import sys, exporter.bkmonitor; print('requests' in sys.modules)"
+    code = "import sys, exporter.sources.bkmonitor; print('requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

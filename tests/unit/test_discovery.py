@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from exporter.bkmonitor.alerts import parse_alert
 from exporter.errors import BkUnavailableError
 from exporter.metrics import Metrics
 from exporter.pipeline.discovery import CHECKPOINT, Discoverer, DiscoverySettings
 from exporter.pipeline.lifecycle import severity_in
 from exporter.sources.bkmonitor import BkMonitorSource, SearchSettings
+from exporter.sources.bkmonitor.alerts import parse_alert
 from exporter.state.base import PollCommit
 from exporter.state.sqlite import SqliteStateStore
 

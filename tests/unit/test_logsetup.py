@@ -109,7 +109,7 @@ def test_text_format_traceback_follows() -> None:
 def test_secrets_are_redacted_everywhere(fmt: str) -> None:
     buf = io.StringIO()
     setup_logging("DEBUG", fmt, secrets=[SECRET, None, ""], stream=buf)
-    log = logging.getLogger("exporter.bkmonitor")
+    log = logging.getLogger("exporter.sources.bkmonitor")
     log.info(f"literal {SECRET} in the message")  # noqa: G004 (the point: already formatted)
     log.info("as an argument: %s", SECRET)
     log.info("url-encoded: https://paas/api?bk_app_secret=%s", "s3cr3t%2BApp%2FSecret%3D%3D")

@@ -1,4 +1,4 @@
-"""The ``ecs`` mapper, field by field (the table in exporter/mappers/ecs.py and docs/plugins.md)."""
+"""The ``ecs`` mapper, field by field (the table in exporter/mapping/ecs.py and docs/plugins.md)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from exporter.mappers.default import DefaultMapper
-from exporter.mappers.ecs import EcsMapper, ecs_action, ecs_outcome
+from exporter.mapping.contract import DefaultMapper
+from exporter.mapping.ecs import EcsMapper, ecs_action, ecs_outcome
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id
 from exporter.model import AlarmContext, FlowRecord
 from tests.support.records import ALARM, alarm_context
@@ -196,7 +196,7 @@ def test_span_event() -> None:
     # no alarm labels on a span event (the span carries the alarm): the leaf keeps its label
     expected["labels.bk_alarm_id"] = "a leaf that must not win"
     assert dict(event.attributes) == expected
-    # what the span builder relies on (exporter/mappers/base.py)
+    # what the span builder relies on (exporter/mapping/base.py)
     assert event.attributes["log.record.uid"] == UID and event.attributes["message"] == record().message
 
 

@@ -1,4 +1,4 @@
-"""CONTRACT.md "What an event-log record becomes", table-driven."""
+"""docs/reference.md "What a flow record becomes", table-driven."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from exporter.mapping.attributes import extend_info_attributes
+from exporter.mapping.contract import severity_of, to_log_event
 from exporter.mapping.ids import alarm_span_id, alarm_trace_id, record_uid
-from exporter.mapping.logs import severity_of, to_log_event
 from exporter.model import FlowRecord, LogEvent
 from tests.support.records import alarm_context
 

@@ -21,8 +21,8 @@ from exporter import __version__
 from exporter.app import App
 from exporter.config import config_from_dict, redacted_dict, render_effective
 from exporter.errors import ConfigError, PluginError
-from exporter.mappers.base import GuardedMapper
-from exporter.mappers.default import DefaultMapper
+from exporter.mapping.base import GuardedMapper
+from exporter.mapping.contract import DefaultMapper
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext, FlowRecord, LogEvent, SpanEventData
 from exporter.pipeline.discovery import CHECKPOINT, Discoverer, DiscoverySettings
@@ -335,7 +335,8 @@ class Picky(DefaultMapper):
 
 
 def poller(store: SqliteStateStore, source: Any, mapper: Any) -> Poller:
-    return Poller(source, store, Metrics(), PollSettings(interval=30, jitter=0), mapper=mapper, clock=lambda: 1e9)
+    settings = PollSettings(interval=30, jitter=0)
+    return Poller(source, store, Metrics(), settings, mapper=mapper, clock=lambda: 1e9)
 
 
 def test_a_mapper_that_raises_commits_nothing_of_the_alarm_and_is_retried(
@@ -343,7 +344,7 @@ def test_a_mapper_that_raises_commits_nothing_of_the_alarm_and_is_retried(
 ) -> None:
     mapper = Picky()
     api = Api({ALARM: rows("CREATE", "ACK"), "2": rows("CREATE")})
-    p = poller(store, api, GuardedMapper(mapper, "picky"))
+    p = poller(store, BkMonitorSource(api), GuardedMapper(mapper, "picky"))
     for alarm_id in (ALARM, "2"):
         store.upsert_alarm(AlarmContext(alarm_id), source="config", now=1.0, due=True)
     with caplog.at_level(logging.ERROR, logger="exporter.pipeline.poller"):
@@ -367,7 +368,7 @@ def test_a_mapper_that_raises_commits_nothing_of_the_alarm_and_is_retried(
 def test_a_mapper_that_breaks_the_uid_contract_is_contained(store: SqliteStateStore) -> None:
     mapper = Picky()
     mapper.broken, mapper.bad_uid = False, True
-    p = poller(store, Api({ALARM: rows("CREATE")}), mapper)  # the poller guards any mapper it is given
+    p = poller(store, BkMonitorSource(Api({ALARM: rows("CREATE")})), mapper)  # the poller guards any mapper it is given
     store.upsert_alarm(AlarmContext(ALARM), source="config", now=1.0, due=True)
     report = p.run_cycle(force=True)
     assert report.failed == 1 and "without the record's uid" in report.errors[0]
@@ -391,7 +392,7 @@ class BuggySource:
 
 
 def test_a_source_that_raises_is_contained_like_an_api_failure(store: SqliteStateStore) -> None:
-    p = poller(store, BuggySource(), None)
+    p = poller(store, BuggySource(), DefaultMapper())
     for alarm_id in (ALARM, "2"):
         store.upsert_alarm(AlarmContext(alarm_id), source="config", now=1.0, due=True)
     report = p.run_cycle(force=True)
@@ -419,7 +420,7 @@ def test_a_sink_that_raises_keeps_the_records_queued(store: SqliteStateStore, ca
             return super().export(signal, batch)
 
     flaky = Flaky()
-    p = poller(store, Api({ALARM: rows("CREATE", "ACK")}), None)
+    p = poller(store, BkMonitorSource(Api({ALARM: rows("CREATE", "ACK")})), DefaultMapper())
     store.upsert_alarm(AlarmContext(ALARM), source="config", now=1.0, due=True)
     p.run_cycle(force=True)
     sender = Sender(store, GuardedSink(flaky), Metrics(), SenderSettings(), rng=lambda: 0.5)

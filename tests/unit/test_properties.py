@@ -33,16 +33,18 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-from exporter.bkmonitor.alerts import change_token, parse_alert
-from exporter.bkmonitor.records import parse_event_log
 from exporter.mapping.attributes import alarm_attributes
-from exporter.mapping.logs import to_log_event
+from exporter.mapping.contract import DefaultMapper, to_log_event
 from exporter.mapping.spans import alarm_span, slice_span, span_event
 from exporter.metrics import Metrics
-from exporter.model import AlarmContext, LogEvent, SpanRecord
+from exporter.model import AlarmContext, LogEvent, SpanRecord, change_token
 from exporter.pipeline.poller import Poller, PollSettings
 from exporter.sinks.base import ExportOutcome
 from exporter.sinks.otlp import OtlpSettings, OtlpSink
+from exporter.sinks.otlp_encoding import FixedResource, log_record, readable_span
+from exporter.sources.bkmonitor import BkMonitorSource
+from exporter.sources.bkmonitor.alerts import parse_alert
+from exporter.sources.bkmonitor.records import parse_event_log
 from exporter.state.sqlite import SqliteStateStore
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -136,7 +138,7 @@ ALARM_FIELDS = st.fixed_dictionaries(
 
 # -- helpers --------------------------------------------------------------------------------------
 
-SINK = OtlpSink(OtlpSettings(endpoint="http://127.0.0.1:9", resource={"service.name": "props"}))
+RESOURCE = FixedResource({"service.name": "props"})
 
 
 class _Dropped(logging.Handler):
@@ -163,7 +165,7 @@ def dropped() -> Iterator[_Dropped]:
 
 def assert_encodes_logs(events: list[LogEvent], dropped: _Dropped) -> None:
     before = len(dropped.messages)
-    request = encode_logs([SINK._log_record(e) for e in events])
+    request = encode_logs([log_record(e, RESOURCE) for e in events])
     request.SerializeToString()
     encoded = [r for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
     assert len(encoded) == len(events)
@@ -174,7 +176,7 @@ def assert_encodes_logs(events: list[LogEvent], dropped: _Dropped) -> None:
 
 def assert_encodes_spans(spans: list[SpanRecord], dropped: _Dropped) -> None:
     before = len(dropped.messages)
-    request = encode_spans([SINK._span(s) for s in spans])
+    request = encode_spans([readable_span(s, RESOURCE) for s in spans])
     request.SerializeToString()
     encoded = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert len(encoded) == len(spans)
@@ -278,7 +280,8 @@ def poller_rig() -> Iterator[tuple[Poller, _Source, SqliteStateStore, Metrics]]:
         store = SqliteStateStore(Path(tmp) / "props.db", max_queued=10**9)
         source = _Source()
         metrics = Metrics()
-        poller = Poller(source, store, metrics, PollSettings(interval=30, jitter=0, timezone=TZ))
+        settings = PollSettings(interval=30, jitter=0)
+        poller = Poller(BkMonitorSource(source, timezone=TZ), store, metrics, settings, mapper=DefaultMapper())
         try:
             yield poller, source, store, metrics
         finally:

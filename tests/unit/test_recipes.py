@@ -20,7 +20,7 @@ RECIPES = ROOT / "config" / "recipes"
 EXPORTER_CONFIGS = sorted(RECIPES.glob("*/exporter.yaml"))
 COLLECTOR_CONFIGS = sorted(RECIPES.glob("*/otelcol.yaml"))
 
-# The option names of the configuration contract (CONTRACT.md), section by section.
+# The option names of the configuration reference (docs/reference.md, "Configuration file"), section by section.
 CONTRACT: dict[str, Any] = {
     "bkmonitor": {
         "base_url", "app_code", "app_secret", "app_secret_file", "username", "bk_token", "auth_in",

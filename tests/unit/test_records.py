@@ -1,4 +1,4 @@
-"""Parsing get_event_log data from both server generations (BK_API.md §2.3, §2.8)."""
+"""Parsing get_event_log data from both server generations (docs/blueking-api.md §2.3, §2.8)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.bkmonitor.records import parse_create_time, parse_event_log
+from exporter.sources.bkmonitor.records import parse_create_time, parse_event_log
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NS = 1_000_000_000
@@ -103,7 +103,7 @@ def test_identical_rows_are_two_records_with_distinct_stable_uids() -> None:
 
 
 def test_uid_ignores_position_so_refolding_does_not_duplicate() -> None:
-    """BK_API.md §2.5 walkthrough: after a new CONVERGE the merged row changes, the others keep their uid."""
+    """docs/blueking-api.md §2.5 walkthrough: after a new CONVERGE the merged row changes, the others keep their uid."""
     before = [
         item(operate="CONVERGE", message="m210", create_time="2024-06-10 14:16:50"),
         item(operate="CONVERGE", message="m150", create_time="2024-06-10 14:15:50"),

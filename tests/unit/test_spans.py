@@ -1,4 +1,4 @@
-"""CONTRACT.md "As spans": flow records -> span events, the alarm span and slice spans, table-driven."""
+"""docs/reference.md "As spans": flow records -> span events, the alarm span and slice spans, table-driven."""
 
 from __future__ import annotations
 

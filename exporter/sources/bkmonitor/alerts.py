@@ -1,4 +1,4 @@
-"""Parse search_alert's alert objects (BK_API.md §3.5) into AlarmContext, tolerantly.
+"""Parse search_alert's alert objects (docs/blueking-api.md §3.5) into AlarmContext, tolerantly.
 
 Ids may arrive as strings or numbers, times as epoch ints or null, dimensions as a list of
 ``{key, value, display_key, display_value}`` (or a plain dict on odd servers). An alert without a

@@ -219,14 +219,14 @@ class BkClient:
         return self._retries
 
     def get_event_log(self, alarm_id: str) -> list[Any]:
-        """The flow records of one alarm: the raw ``data`` list, newest first (BK_API.md §2)."""
+        """The flow records of one alarm: the raw ``data`` list, newest first (docs/blueking-api.md §2)."""
         params: dict[str, str] = {"id": str(alarm_id)}
         if self._settings.auth_in == "params":
             params.update(self._auth)
         return self._call("get_event_log", "GET", params=params, subject=str(alarm_id), expect=list)
 
     def search_alert(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One page of ``search_alert`` (BK_API.md §3): the raw ``data`` dict."""
+        """One page of ``search_alert`` (docs/blueking-api.md §3): the raw ``data`` dict."""
         payload = dict(body)
         if self._settings.auth_in == "params":
             payload.update(self._auth)

@@ -2,7 +2,7 @@
 
 One pure function, :func:`parse_envelope`, turns (HTTP status, headers, body, endpoint) into the
 ``data`` of a successful answer or raises the :mod:`exporter.errors` class that says what to do
-next (BK_API.md §1, §2.7, §4, §7.1). The rules, in order:
+next (docs/blueking-api.md §1, §2.7, §4, §7.1). The rules, in order:
 
 1. HTTP 502/503/504, whatever the body (JSON or an HTML proxy page)  -> BkUnavailableError
 2. HTTP 429, whatever the body                                          -> BkRateLimitError

@@ -1,6 +1,6 @@
 """Parse get_event_log's ``data`` into FlowRecords, tolerant of both server generations.
 
-What real servers send (BK_API.md §2.3, §2.8): ``data`` is a list, newest first; ``event_id`` is an
+What real servers send (docs/blueking-api.md §2.3, §2.8): ``data`` is a list, newest first; ``event_id`` is an
 int (current) or a string (3.x); ``extend_info`` is ``{}`` (current), a dict (3.x), ``""`` or
 null; ``create_time`` is a naive ``YYYY-MM-DD HH:MM:SS`` in the server's zone (Asia/Shanghai),
 but we also accept ISO strings with an offset and epoch seconds or milliseconds.

@@ -2,7 +2,7 @@
 
 ``fetch``     ``get_event_log`` for the alarm (the client retries transient failures), then
               :func:`~exporter.sources.bkmonitor.records.parse_event_log` in ``bkmonitor.timezone``.
-``discover``  ``search_alert`` over the window (BK_API.md §3.2: it selects alarms *active* in
+``discover``  ``search_alert`` over the window (docs/blueking-api.md §3.2: it selects alarms *active* in
               ``[start_time, end_time]``), paged to the end with an explicit stable ordering; when
               the result is capped (``total_relation: gte``, or Elasticsearch's result window would
               be exceeded) the window is split in halves. Alerts become

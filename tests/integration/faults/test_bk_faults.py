@@ -1,6 +1,6 @@
 """Issue 5, case 4: BlueKing answering 20% faults of every kind, plus latency; every record arrives.
 
-The kinds of BK_API.md §2.7, §4 and §7: the ESB's 1306201 (backend timeout, non-JSON backend
+The kinds of docs/blueking-api.md §2.7, §4 and §7: the ESB's 1306201 (backend timeout, non-JSON backend
 body), the kernel's ``result: false`` code 500 (an Elasticsearch error), gateway 429 with
 ``Retry-After: 1``, 502/503/504, the kernel middleware's plain-text 403, a JSON body cut in the
 middle, a connection reset, and answers slower than ``bkmonitor.timeout``; every request also
@@ -15,7 +15,7 @@ summaries, not per call; the daemon ready again once the faults stop.
 
 A plain-text 403 is the one kind in the mix the exporter does not retry. Real servers send it
 for refusals that do not go away by themselves (a bad JWT, a missing tenant id, a namespace
-mismatch: BK_API.md §4.3), so it is classified with the credential errors: the call is not
+mismatch: docs/blueking-api.md §4.3), so it is classified with the credential errors: the call is not
 retried, the cycle stops, readiness goes false, and one alarm probes again after a poll
 interval. A transient 403, as injected here, therefore only delays the records of that cycle
 by one poll interval; none is lost. That trade (an occasional delay against never hammering a
