@@ -25,12 +25,20 @@ __all__ = [
 
 
 def open_store(
-    path: str, *, url: str | None = None, max_queued: int = 1_000_000, lease: float = 30.0, exclusive: bool = False
+    path: str,
+    *,
+    url: str | None = None,
+    max_queued: int = 1_000_000,
+    lease: float = 30.0,
+    exclusive: bool = False,
+    create: bool = True,
 ) -> StateStore:
     """Open the configured store: the SQLite file at ``path``, or the shared store at ``url``.
 
     ``exclusive`` (``run`` and ``once``): the SQLite file is locked for this process; a second
     exporter on the same file is refused (StateError). A shared store is made for several replicas.
+    ``create`` False (``status``, ``requeue``, ``purge``): a SQLite file that does not exist is a
+    StateError naming ``state.path``, not a new empty store.
     """
     if url:
         from exporter.errors import StateError
@@ -48,4 +56,4 @@ def open_store(
         return PostgresStateStore(url, max_queued=max_queued, lease=lease)
     from exporter.state.sqlite import SqliteStateStore
 
-    return SqliteStateStore(path, max_queued=max_queued, exclusive=exclusive)
+    return SqliteStateStore(path, max_queued=max_queued, exclusive=exclusive, create=create)

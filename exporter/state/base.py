@@ -9,7 +9,12 @@ Three things live in a store:
 The one guarantee everything hangs on: :meth:`StateStore.commit_poll` marks records seen and puts
 them in the outbox **in one transaction**, so a crash can neither lose nor duplicate them. Rows
 leave the outbox only through :meth:`StateStore.ack` (after the sink said SUCCESS) or
-:meth:`StateStore.park` (the sink rejected them for good; they stay for inspection).
+:meth:`StateStore.park` (the sink rejected them for good; they stay for inspection, until an
+operator moves them back with :meth:`StateStore.requeue` or removes them with
+:meth:`StateStore.purge`, or ``state.parked_retention`` ends: :meth:`StateStore.prune_parked`).
+
+Cached counters (the outbox depth the cap is checked against) change only once the transaction
+that changed the rows committed: a failed commit (a full disk) leaves them as they were.
 
 Implementations: :mod:`exporter.state.sqlite` (one file, one process) and
 :mod:`exporter.state.postgres` (shared by several replicas, which claim work with leases: the
@@ -114,7 +119,8 @@ class OutboxStats:
     depth: int  # queued, not parked
     parked: int
     oldest_enqueued_at: float | None
-    by_kind: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, int] = field(default_factory=dict)  # queued rows per signal
+    parked_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class StateStore(Protocol):
@@ -170,6 +176,19 @@ class StateStore(Protocol):
         ...
 
     def outbox_stats(self) -> OutboxStats: ...
+
+    def requeue(self, *, signal: str | None = None, parked_before: float | None = None) -> int:
+        """Move parked rows (of ``signal``; parked before ``parked_before``) back into the outbox,
+        as fresh rows in their original order; returns how many."""
+        ...
+
+    def purge(self, signal: str, *, parked: bool = False) -> int:
+        """Delete the queued (or, with ``parked``, the parked) rows of ``signal``; returns how many."""
+        ...
+
+    def prune_parked(self, parked_before: float) -> int:
+        """Delete rows parked before the cut-off (``state.parked_retention``); returns how many."""
+        ...
 
     # -- coordination between replicas ------------------------------------------------------------
     def acquire_role(self, role: str, now: float, ttl: float) -> bool:

@@ -9,6 +9,8 @@ everything they share:
 * the rule of a commit (:func:`plan_commit`: what is new, what the outbox cap refuses) and the
   ``UPDATE alarms`` it implies (:func:`alarm_update`);
 * the rule of an upsert (:func:`refollow`, and the statement in :meth:`Statements.refollow`);
+* what operators do to the outbox by hand or by retention (:meth:`Statements.requeue`,
+  :meth:`Statements.delete_rows`: parked rows back into the outbox, rows removed);
 * the statements whose text is the same up to placeholders (:class:`Statements`: :data:`SQLITE`,
   :data:`POSTGRES`), and decoding rows into the model.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "check_identity",
     "outbox_item",
     "outbox_payload",
+    "outbox_where",
     "plan_commit",
     "refollow",
     "span_event_from_row",
@@ -111,7 +114,7 @@ class Statements:
             f"UPDATE alarms SET context = {m}, phase = {m}, next_poll = {m}, source = {m}, "
             f"change_token = COALESCE({m}, change_token), "
             f"terminal_at = CASE WHEN {m} = 'active' AND phase = 'retired' THEN NULL ELSE terminal_at END, "
-            f"retired_at = CASE WHEN {m} = 'active' THEN NULL ELSE retired_at END "
+            f"retired_at = CASE WHEN {m} IN ('active', 'closing') THEN NULL ELSE retired_at END "
             f"WHERE alarm_id = {m}"
         )
         self.seen_uids = f"SELECT uid FROM seen WHERE alarm_id = {m}"
@@ -119,6 +122,10 @@ class Statements:
             f"SELECT uid, time_ns, payload, sliced FROM span_events WHERE alarm_id = {m} ORDER BY time_ns, uid"
         )
         self.count_queued = "SELECT count(*) AS n FROM outbox WHERE parked_at IS NULL"
+        self.counts_by_kind = (
+            "SELECT kind, parked_at IS NOT NULL AS parked, count(*) AS n, min(enqueued_at) AS oldest "
+            "FROM outbox GROUP BY kind, parked_at IS NOT NULL"
+        )
 
     def meta_after(self, step: int) -> list[tuple[str, tuple[object, ...]]]:
         """The meta rows migration ``step`` writes: who wrote the store (at its creation), its version."""
@@ -137,6 +144,38 @@ class Statements:
         phase, next_poll, new_source = refollow(current, source=source, now=now, due=due)
         params = (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id)
         return self._refollow, params
+
+    def requeue(self, *, signal: str | None, parked_before: float | None) -> tuple[str, list[object]]:
+        """Parked rows (of ``signal``, parked before ``parked_before``) back into the outbox, as
+        fresh rows: no park reason, no attempts counted. Their ``seq`` stays, so they go out in
+        their original order, ahead of newer rows."""
+        where, params = outbox_where(self.mark, parked=True, signal=signal, parked_before=parked_before)
+        return f"UPDATE outbox SET parked_at = NULL, park_reason = NULL, attempts = 0 WHERE {where}", params
+
+    def delete_rows(
+        self, *, parked: bool, signal: str | None = None, parked_before: float | None = None
+    ) -> tuple[str, list[object]]:
+        """Delete queued (``parked`` False) or parked rows, of ``signal``, parked before ``parked_before``."""
+        where, params = outbox_where(self.mark, parked=parked, signal=signal, parked_before=parked_before)
+        return f"DELETE FROM outbox WHERE {where}", params
+
+
+def outbox_where(
+    mark: str, *, parked: bool, signal: str | None, parked_before: float | None = None
+) -> tuple[str, list[object]]:
+    """The ``WHERE`` of the operator's outbox statements: queued or parked rows, of one signal
+    (``kind``) when given, parked before a time when given (parked rows only)."""
+    clauses = ["parked_at IS NOT NULL" if parked else "parked_at IS NULL"]
+    params: list[object] = []
+    if signal is not None:
+        clauses.append(f"kind = {mark}")
+        params.append(signal)
+    if parked_before is not None:
+        if not parked:
+            raise ValueError("parked_before applies to parked rows only")
+        clauses.append(f"parked_at < {mark}")
+        params.append(parked_before)
+    return " AND ".join(clauses), params
 
 
 SQLITE = Statements("?")
@@ -242,10 +281,16 @@ def alarm_update(c: PollCommit, new_records: int, mark: str, extra: Sequence[str
 def refollow(current: AlarmState, *, source: str, now: float, due: bool) -> tuple[str, float, str]:
     """``(phase, next_poll, source)`` for an alarm that is upserted again.
 
-    ``due`` makes it poll now, and follows a retired alarm again (reopened); a configured alarm
-    stays ``config`` when discovery also reports it.
+    ``due`` makes it poll now, and follows a retired alarm again (reopened), and an expired one
+    (BlueKing answered 3324002 once, but discovery lists it, or ``alarms.ids`` names it, again):
+    it resumes where it was, ``closing`` when its end was seen, else ``active``. A configured
+    alarm stays ``config`` when discovery also reports it.
     """
-    phase = "active" if due and current.phase == "retired" else current.phase
+    phase = current.phase
+    if due and phase == "retired":
+        phase = "active"
+    elif due and phase == "expired":
+        phase = "closing" if current.terminal_at is not None else "active"
     next_poll = min(current.next_poll, now) if due else current.next_poll
     new_source = "config" if "config" in (current.source, source) else source
     return phase, next_poll, new_source

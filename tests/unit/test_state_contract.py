@@ -32,6 +32,9 @@ class Backend:
     name: str
     open: Callable[..., StateStore]
     execute: Callable[[str], None]  # raw SQL on the same location, outside the store
+    #: SQL that makes every transaction inserting an outbox row with a uid starting "poison"
+    #: fail at its COMMIT (a deferred constraint): a commit that fails after every statement worked
+    commit_trap: tuple[str, ...] = ()
 
 
 def _sqlite(tmp_path: Path) -> Backend:
@@ -45,7 +48,15 @@ def _sqlite(tmp_path: Path) -> Backend:
         finally:
             db.close()
 
-    return Backend("sqlite", lambda **kw: SqliteStateStore(path, max_queued=kw.get("max_queued", 10)), execute)
+    trap = (
+        "CREATE TABLE trap_parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE trap_child (parent INTEGER REFERENCES trap_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        "CREATE TRIGGER trap AFTER INSERT ON outbox WHEN NEW.uid LIKE 'poison%' "
+        "BEGIN INSERT INTO trap_child VALUES (1); END",
+    )
+    return Backend(
+        "sqlite", lambda **kw: SqliteStateStore(path, max_queued=kw.get("max_queued", 10)), execute, commit_trap=trap
+    )
 
 
 def _postgres(url: str) -> Backend:
@@ -60,7 +71,13 @@ def _postgres(url: str) -> Backend:
 
         return PostgresStateStore(schema_url, max_queued=kw.get("max_queued", 10), lease=kw.get("lease", 30.0))
 
-    return Backend("postgres", open_store, execute)
+    trap = (
+        "CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN IF NEW.uid LIKE 'poison%' THEN RAISE EXCEPTION 'trap'; END IF; RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER trap AFTER INSERT ON outbox DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION trap()",
+    )
+    return Backend("postgres", open_store, execute, commit_trap=trap)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -152,6 +169,28 @@ def test_commit_is_all_or_nothing(store: StateStore) -> None:
     assert commit(store, ["a", "b"]) == 2  # and the store is still usable
 
 
+def test_a_commit_refused_at_commit_changes_nothing_not_even_the_cached_depth(
+    backend: Backend, store: StateStore
+) -> None:
+    """A COMMIT that fails after every statement went through (a full disk, a deferred
+    constraint) is rolled back: no row, no seen mark, and the depth the cap counts stays what was
+    committed, so a later poll that fits is taken (a depth moved by the failed commits is the
+    phantom outbox that says "full" until a restart)."""
+    for sql in backend.commit_trap:
+        backend.execute(sql)
+    follow(store, "1")
+    assert commit(store, [f"u{i}" for i in range(6)]) == 6  # max_queued is 10
+    for _ in range(3):
+        with pytest.raises(StateError):
+            commit(store, ["poison", "p1", "p2"])
+    assert store.outbox_stats().depth == 6
+    assert store.seen_uids("1") == {f"u{i}" for i in range(6)}
+    alarm = store.get_alarm("1")
+    assert alarm is not None and alarm.records == 6
+    assert commit(store, ["v1", "v2", "v3", "v4"]) == 4  # 6 + 4 fits; the store is usable
+    assert store.outbox_stats().depth == 10
+
+
 def test_extra_queued_rows_are_not_tied_to_seen_uids(store: StateStore) -> None:
     follow(store, "1")
     assert store.commit_poll(PollCommit("1", 5.0, extra_queued=[span("span-1")])).inserted == 1
@@ -194,6 +233,62 @@ def test_ack_release_park(store: StateStore) -> None:
     store.ack([])
     store.release([])
     store.park([], "nothing", 7.0)
+
+
+def test_requeue_moves_parked_rows_back_in_their_order_and_counts_them_in_the_cap(store: StateStore) -> None:
+    follow(store, "1")
+    commit(store, ["a", "b", "c", "d"])
+    store.commit_poll(PollCommit("1", 100.0, extra_queued=[span("s")]))
+    a, b, c, _ = store.claim_outbox("logs", 10)
+    (s,) = store.claim_outbox("spans", 10)
+    for item, at in ((a, 10.0), (b, 20.0), (c, 30.0), (s, 10.0)):
+        store.park([item.seq], "HTTP 400", at)
+    stats = store.outbox_stats()
+    assert (stats.depth, stats.parked) == (1, 4)
+    assert (stats.by_kind, stats.parked_by_kind) == ({"logs": 1}, {"logs": 3, "spans": 1})
+    assert store.requeue(signal="logs", parked_before=25.0) == 2  # a and b; not c (parked at 30), not s
+    again = store.claim_outbox("logs", 10)
+    assert [i.payload.uid for i in again] == ["a", "b", "d"]  # in their original order
+    assert [i.attempts for i in again] == [0, 0, 0]  # fresh rows
+    assert store.outbox_stats().parked_by_kind == {"logs": 1, "spans": 1}
+    assert store.requeue() == 2  # every signal, any age: c and s
+    assert store.requeue() == 0
+    stats = store.outbox_stats()
+    assert (stats.depth, stats.parked, stats.by_kind) == (5, 0, {"logs": 4, "spans": 1})
+    # requeued rows count toward max_queued (10): 5 + 6 does not fit
+    fresh = [f"n{i}" for i in range(6)]
+    assert store.commit_poll(PollCommit("1", 200.0, seen=fresh, queued=[queued_log(u) for u in fresh])).overflow
+
+
+def test_purge_deletes_the_queued_or_the_parked_rows_of_one_signal(store: StateStore) -> None:
+    follow(store, "1")
+    commit(store, ["a", "b", "c", "d"])
+    store.commit_poll(PollCommit("1", 100.0, extra_queued=[span(f"s{i}") for i in range(5)]))
+    (a, *_) = store.claim_outbox("logs", 10)
+    store.park([a.seq], "HTTP 400", 10.0)
+    assert store.outbox_stats().depth == 8
+    assert store.purge("spans") == 5
+    assert store.purge("spans") == 0
+    stats = store.outbox_stats()
+    assert (stats.by_kind, stats.parked_by_kind) == ({"logs": 3}, {"logs": 1})
+    assert store.purge("logs", parked=True) == 1  # only the parked one
+    stats = store.outbox_stats()
+    assert (stats.depth, stats.parked, stats.by_kind) == (3, 0, {"logs": 3})
+    # the purged rows no longer count toward max_queued (10): 3 + 7 fits
+    assert commit(store, [f"n{i}" for i in range(7)]) == 7
+
+
+def test_prune_parked_forgets_rows_parked_before_the_cut_off(store: StateStore) -> None:
+    follow(store, "1")
+    commit(store, ["a", "b", "c"])
+    a, b, _ = store.claim_outbox("logs", 10)
+    store.park([a.seq], "old", 10.0)
+    store.park([b.seq], "new", 20.0)
+    assert store.prune_parked(15.0) == 1
+    assert store.prune_parked(15.0) == 0
+    stats = store.outbox_stats()
+    assert (stats.depth, stats.parked) == (1, 1)  # queued rows are never pruned
+    assert store.requeue() == 1 and [i.payload.uid for i in store.claim_outbox("logs", 10)] == ["b", "c"]
 
 
 def test_claim_outbox_by_kind_oldest_first_within_limit(store: StateStore) -> None:
@@ -260,6 +355,22 @@ def test_expired_alarm_is_retired_with_a_time(store: StateStore) -> None:
     assert alarm is not None and (alarm.phase, alarm.retired_at, alarm.last_error) == ("expired", 30.0, "3324002")
     assert store.claim_due(float("inf"), 10) == []
     assert [a.alarm_id for a in store.list_alarms(("retired", "expired"))] == ["1"]
+
+
+def test_an_expired_alarm_is_followed_again_when_made_due(store: StateStore) -> None:
+    """3324002 once, then BlueKing lists it again (discovery) or alarms.ids names it: polled again,
+    from where it was (closing when its end was seen)."""
+    follow(store, "1", "2")
+    store.commit_poll(PollCommit("1", 30.0, phase="expired", last_error="3324002"))
+    store.commit_poll(PollCommit("2", 30.0, phase="closing", terminal_at=25.0))
+    store.commit_poll(PollCommit("2", 31.0, phase="expired", last_error="3324002"))
+    kept = store.upsert_alarm(AlarmContext("1"), source="discovered", now=40.0, due=False)
+    assert kept.phase == "expired"  # not due: left alone
+    again = store.upsert_alarm(AlarmContext("1"), source="discovered", now=50.0, due=True)
+    assert (again.phase, again.retired_at, again.next_poll, again.source) == ("active", None, 1.0, "config")
+    closing = store.upsert_alarm(AlarmContext("2"), source="config", now=50.0, due=True)
+    assert (closing.phase, closing.terminal_at, closing.retired_at) == ("closing", 25.0, None)
+    assert {a.alarm_id for a in store.claim_due(50.0, 10)} == {"1", "2"}
 
 
 def test_prune_forgets_long_retired(store: StateStore) -> None:

@@ -57,7 +57,8 @@ itself (``meta.schema_version``), under an advisory transaction lock so replicas
 migrate once.
 
 **The outbox cap** (``max_queued``) is checked against a cached depth, recounted at most once a
-second and moved by this replica's own enqueues and acks in between: an exact ``COUNT(*)`` per
+second and moved by this replica's own enqueues, acks, parks, requeues and purges in between,
+once their transaction committed (a failed one moves nothing): an exact ``COUNT(*)`` per
 commit is too slow at a million rows. Across replicas the cap is therefore approximate by up to
 one second of the other replicas' enqueues.
 """

@@ -312,23 +312,50 @@ class PostgresStateStore:
             cur.execute(
                 "SELECT (SELECT COALESCE(json_object_agg(kind, n), '{}'::json) FROM (SELECT kind, count(*) AS n "
                 "          FROM outbox WHERE parked_at IS NULL GROUP BY kind) k) AS by_kind, "
-                "       (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL) AS parked, "
+                "       (SELECT COALESCE(json_object_agg(kind, n), '{}'::json) FROM (SELECT kind, count(*) AS n "
+                "          FROM outbox WHERE parked_at IS NOT NULL GROUP BY kind) p) AS parked_by_kind, "
                 "       (SELECT min(enqueued_at) FROM outbox WHERE parked_at IS NULL) AS oldest"
             )
             row = cur.fetchone()
             assert row is not None
-            by_kind = row["by_kind"]
-            if isinstance(by_kind, str):  # pragma: no cover - json is parsed by default
-                by_kind = json.loads(by_kind)
-            by_kind = {str(k): int(v) for k, v in by_kind.items()}
+            by_kind, parked_by_kind = _counts(row["by_kind"]), _counts(row["parked_by_kind"])
             return OutboxStats(
                 depth=sum(by_kind.values()),
-                parked=int(row["parked"]),
+                parked=sum(parked_by_kind.values()),
                 oldest_enqueued_at=row["oldest"],
                 by_kind=by_kind,
+                parked_by_kind=parked_by_kind,
             )
 
         return self._db.run("outbox_stats", query)
+
+    def requeue(self, *, signal: str | None = None, parked_before: float | None = None) -> int:
+        def update(cur: Cursor) -> int:
+            cur.execute(*POSTGRES.requeue(signal=signal, parked_before=parked_before))
+            return max(0, cur.rowcount)
+
+        moved = self._db.run("requeue", update)
+        with self._mu:  # committed
+            self._depth += moved
+        return moved
+
+    def purge(self, signal: str, *, parked: bool = False) -> int:
+        def delete(cur: Cursor) -> int:
+            cur.execute(*POSTGRES.delete_rows(parked=parked, signal=signal))
+            return max(0, cur.rowcount)
+
+        deleted = self._db.run("purge", delete)
+        if not parked:
+            with self._mu:  # committed
+                self._depth -= deleted
+        return deleted
+
+    def prune_parked(self, parked_before: float) -> int:
+        def delete(cur: Cursor) -> int:
+            cur.execute(*POSTGRES.delete_rows(parked=True, parked_before=parked_before))
+            return max(0, cur.rowcount)
+
+        return self._db.run("prune_parked", delete)
 
     # -- coordination between replicas ------------------------------------------------------------
     def acquire_role(self, role: str, now: float, ttl: float) -> bool:
@@ -356,3 +383,10 @@ class PostgresStateStore:
         after the lease), mark this replica stopped, close the connections. Idempotent."""
         self._replica.close()
         self._db.close()
+
+
+def _counts(value: Any) -> dict[str, int]:
+    """A ``json_object_agg`` of counts per kind as a dict."""
+    if isinstance(value, str):  # pragma: no cover - json is parsed by default
+        value = json.loads(value)
+    return {str(k): int(v) for k, v in value.items()}
