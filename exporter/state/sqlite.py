@@ -5,6 +5,15 @@ committed transaction; a power cut may lose the last transactions, which then ar
 BlueKing and are not lost either (they were never acknowledged to anyone). Set
 ``BK_OTEL_EXPORTER_SQLITE_SYNC=FULL`` to fsync every commit.
 
+Files: the database, its ``-wal`` and ``-shm`` (SQLite gives them the database's mode) and the
+``.lock`` file are created ``0600`` whatever the umask: they hold alarm texts and hosts. A file
+that exists keeps the mode its owner gave it.
+
+Cached depth: the outbox cap is checked against a depth kept in memory, moved by this process's
+commits only after they committed (a commit that fails, say on a full disk, is rolled back and
+moves nothing), and recounted when another process changed the file (``requeue`` and ``purge``
+run beside the daemon: ``PRAGMA data_version`` tells).
+
 The file is checked on open: a file that is not SQLite, or a SQLite file of something else, is a
 :class:`~exporter.errors.StateCorruptError` naming the file (never silently reset); a schema newer
 than this build knows is a :class:`~exporter.errors.StateSchemaError`.
@@ -12,8 +21,6 @@ than this build knows is a :class:`~exporter.errors.StateSchemaError`.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import sqlite3
@@ -36,58 +43,11 @@ from exporter.state.sql import (
     plan_commit,
     span_event_from_row,
 )
+from exporter.state.sqlite_file import MIGRATIONS, create_private, take_lock
 
 __all__ = ["SCHEMA_VERSION", "SqliteStateStore"]
 
 log = logging.getLogger(__name__)
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE alarms (
-        alarm_id TEXT PRIMARY KEY,
-        source TEXT NOT NULL,
-        phase TEXT NOT NULL,
-        context TEXT NOT NULL,
-        first_seen REAL NOT NULL,
-        next_poll REAL NOT NULL,
-        last_poll REAL,
-        last_full_read REAL,
-        terminal_at REAL,
-        retired_at REAL,
-        change_token TEXT,
-        records INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT
-    );
-    CREATE INDEX alarms_due ON alarms (phase, next_poll);
-    CREATE TABLE seen (
-        alarm_id TEXT NOT NULL,
-        uid TEXT NOT NULL,
-        PRIMARY KEY (alarm_id, uid)
-    ) WITHOUT ROWID;
-    CREATE TABLE outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL,
-        uid TEXT NOT NULL,
-        alarm_id TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        enqueued_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        parked_at REAL,
-        park_reason TEXT
-    );
-    CREATE UNIQUE INDEX outbox_uid ON outbox (kind, uid);
-    CREATE INDEX outbox_ready ON outbox (kind, parked_at, seq);
-    CREATE TABLE span_events (
-        alarm_id TEXT NOT NULL,
-        uid TEXT NOT NULL,
-        time_ns INTEGER NOT NULL,
-        payload TEXT NOT NULL,
-        sliced INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (alarm_id, uid)
-    ) WITHOUT ROWID;
-    """,
-}
 
 
 def _marks(n: int) -> str:
@@ -97,19 +57,38 @@ def _marks(n: int) -> str:
 class SqliteStateStore:
     """:class:`exporter.state.base.StateStore` on one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_queued: int = 1_000_000, exclusive: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_queued: int = 1_000_000,
+        exclusive: bool = False,
+        create: bool = True,
+    ) -> None:
+        """Open (``create``: or create) the store at ``path``; ``exclusive``: lock it for this process."""
         self.path = Path(path)
         self.path_or_url = str(self.path)
         self.max_queued = max_queued
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._data_version: int | None = None
+        if not create and not self.path.exists():
+            raise StateError(
+                f"state store {self.path} does not exist (state.path): nothing has run with this "
+                "configuration yet, or state.path points elsewhere"
+            )
         if self.path.parent and not self.path.parent.exists():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"state store {self.path}: cannot create directory: {exc}") from exc
         if exclusive:
-            self._lock_fd = _take_lock(self.path)
+            self._lock_fd = take_lock(self.path)
+        try:
+            create_private(self.path)
+        except OSError as exc:
+            self._release_lock()
+            raise StateError(f"state store {self.path}: cannot create: {exc}") from exc
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
@@ -171,7 +150,7 @@ class SqliteStateStore:
     def _migrate(self, current: int) -> None:
         for version in range(current + 1, SCHEMA_VERSION + 1):
             with self._tx() as db:
-                for statement in _MIGRATIONS[version].split(";"):
+                for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         db.execute(statement)
                 for sql, params in SQLITE.meta_after(version):
@@ -180,22 +159,51 @@ class SqliteStateStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. A failure anywhere, COMMIT included (a full disk, a deferred
+        constraint), is rolled back, so the next transaction starts clean; sqlite3 errors come out
+        as StateError naming the file. Callers change cached counters after the block, once the
+        COMMIT went through."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StateError(f"state store {self.path}: cannot begin a transaction: {exc}") from exc
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
                 self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StateError(f"state store {self.path}: write failed, nothing changed: {exc}") from exc
+                raise
+
+    def _rollback(self) -> None:
+        # SQLite ends some failed transactions by itself (SQLITE_FULL, SQLITE_IOERR); a COMMIT
+        # refused for a deferred constraint or SQLITE_BUSY leaves it open.
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # pragma: no cover - the connection itself is gone
+            log.error("state store %s: rollback failed: %s", self.path, exc)
+
+    def _synced_depth(self, db: sqlite3.Connection) -> int:
+        """The cached depth, recounted first if another connection (a ``requeue`` or ``purge``
+        run beside us) committed since we last looked. Inside a transaction: exact."""
+        version = int(db.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._data_version:
+            self._depth = int(db.execute(SQLITE.count_queued).fetchone()[0])
+            self._data_version = version
+        return self._depth
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
     def _count_queued(self) -> int:
-        return int(self._query(SQLITE.count_queued)[0][0])
+        with self._lock:
+            self._data_version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            return int(self._query(SQLITE.count_queued)[0][0])
 
     # -- alarms -------------------------------------------------------------------------------------
     def upsert_alarm(
@@ -234,6 +242,10 @@ class SqliteStateStore:
         return {r[0] for r in self._query(SQLITE.seen_uids, (alarm_id,))}
 
     def commit_poll(self, commit: PollCommit) -> CommitResult:
+        with self._lock:  # held past the COMMIT: the cached depth moves with it, not before
+            return self._commit_poll(commit)
+
+    def _commit_poll(self, commit: PollCommit) -> CommitResult:
         inserted = 0
         with self._tx() as db:
 
@@ -241,7 +253,7 @@ class SqliteStateStore:
                 check = "SELECT 1 FROM seen WHERE alarm_id = ? AND uid = ?"
                 return {uid for uid in uids if db.execute(check, (commit.alarm_id, uid)).fetchone() is not None}
 
-            plan = plan_commit(commit, known, self._depth, self.max_queued)
+            plan = plan_commit(commit, known, self._synced_depth(db), self.max_queued)
             if plan is None:
                 return CommitResult(inserted=0, overflow=True)
             db.executemany(
@@ -264,7 +276,7 @@ class SqliteStateStore:
                     [(commit.alarm_id, uid) for uid in commit.sliced],
                 )
             db.execute(*alarm_update(commit, len(plan.fresh), SQLITE.mark))
-            self._depth += inserted  # under the lock: ack() changes it from the sender's thread
+        self._depth += inserted  # committed; under the lock: ack() changes it from the sender's thread
         return CommitResult(inserted=inserted)
 
     def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
@@ -297,9 +309,10 @@ class SqliteStateStore:
     def ack(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-        with self._tx() as db:
-            cur = db.execute(f"DELETE FROM outbox WHERE seq IN ({_marks(len(seqs))})", list(seqs))
-            self._depth -= cur.rowcount
+        with self._lock:
+            with self._tx() as db:
+                cur = db.execute(f"DELETE FROM outbox WHERE seq IN ({_marks(len(seqs))})", list(seqs))
+            self._depth -= cur.rowcount  # committed
 
     def release(self, seqs: Sequence[int]) -> None:
         if seqs:
@@ -312,30 +325,50 @@ class SqliteStateStore:
     def park(self, seqs: Sequence[int], reason: str, now: float) -> None:
         if not seqs:
             return
-        with self._tx() as db:
-            cur = db.execute(
-                f"UPDATE outbox SET parked_at = ?, park_reason = ?, attempts = attempts + 1 "
-                f"WHERE parked_at IS NULL AND seq IN ({_marks(len(seqs))})",
-                [now, reason, *seqs],
-            )
-            self._depth -= cur.rowcount
+        with self._lock:
+            with self._tx() as db:
+                cur = db.execute(
+                    f"UPDATE outbox SET parked_at = ?, park_reason = ?, attempts = attempts + 1 "
+                    f"WHERE parked_at IS NULL AND seq IN ({_marks(len(seqs))})",
+                    [now, reason, *seqs],
+                )
+            self._depth -= cur.rowcount  # committed
 
     def outbox_stats(self) -> OutboxStats:
-        rows = self._query(
-            "SELECT kind, parked_at IS NOT NULL AS parked, COUNT(*) AS n, MIN(enqueued_at) AS oldest "
-            "FROM outbox GROUP BY kind, parked"
-        )
         depth = parked = 0
         oldest: float | None = None
         by_kind: dict[str, int] = {}
-        for r in rows:
+        parked_by_kind: dict[str, int] = {}
+        for r in self._query(SQLITE.counts_by_kind):
             if r["parked"]:
                 parked += r["n"]
+                parked_by_kind[r["kind"]] = r["n"]
                 continue
             depth += r["n"]
             by_kind[r["kind"]] = r["n"]
             oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
-        return OutboxStats(depth=depth, parked=parked, oldest_enqueued_at=oldest, by_kind=by_kind)
+        return OutboxStats(
+            depth=depth, parked=parked, oldest_enqueued_at=oldest, by_kind=by_kind, parked_by_kind=parked_by_kind
+        )
+
+    def requeue(self, *, signal: str | None = None, parked_before: float | None = None) -> int:
+        with self._lock:
+            with self._tx() as db:
+                moved = db.execute(*SQLITE.requeue(signal=signal, parked_before=parked_before)).rowcount
+            self._depth += moved  # committed
+        return moved
+
+    def purge(self, signal: str, *, parked: bool = False) -> int:
+        with self._lock:
+            with self._tx() as db:
+                deleted = db.execute(*SQLITE.delete_rows(parked=parked, signal=signal)).rowcount
+            if not parked:
+                self._depth -= deleted  # committed
+        return deleted
+
+    def prune_parked(self, parked_before: float) -> int:
+        with self._tx() as db:
+            return int(db.execute(*SQLITE.delete_rows(parked=True, parked_before=parked_before)).rowcount)
 
     def acquire_role(self, role: str, now: float, ttl: float) -> bool:
         return True  # one process owns the file
@@ -361,33 +394,3 @@ class SqliteStateStore:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock
-
-
-def _take_lock(path: Path) -> int:
-    """Hold ``<path>.lock`` exclusively (``flock``) for as long as the returned fd stays open.
-
-    Two exporters on one state file would both poll and both send every record. The lock is
-    released by the kernel when the process ends, however it ends (SIGKILL included), so a stale
-    lock file never blocks a restart. The file holds the owner's pid, for the error message.
-    """
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StateError(f"state store {path}: cannot open the lock file {lock_path}: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        try:
-            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        finally:
-            os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-            raise StateError(
-                f"state store {path} is in use by another bk-otel-exporter (pid {owner}); "
-                "stop it first, or give this one its own state.path"
-            ) from None
-        raise StateError(f"state store {path}: cannot lock {lock_path}: {exc}") from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
