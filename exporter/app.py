@@ -90,12 +90,14 @@ def _sender_settings(config: Config) -> SenderSettings:
 class OnceReport:
     cycle: CycleReport
     drain: DrainReport
-    queued: int
+    queued: int  # rows still queued of the signals exported (stranded rows of others not counted)
 
     @property
     def exit_code(self) -> int:
         """0 when everything fetched was delivered; 1 when delivery failed (queued or parked records)
-        or fetching failed (BlueKing errors: the records are read again next time)."""
+        or fetching failed (BlueKing errors: the records are read again next time). Rows of a signal
+        not in ``export.signals`` (stranded: they were queued before it was removed) do not count:
+        this run could never send them; start-up warns about them, ``status`` shows them."""
         delivered = self.queued == 0 and not self.drain.failed and self.drain.parked == 0
         return 0 if (delivered and self.cycle.ok) else 1
 
@@ -137,6 +139,7 @@ class App:
         self.poller = self._build_poller(config)
         self.discoverer = self._build_discoverer(config)
         self.sender = Sender(self.store, self.sink, self.metrics, _sender_settings(config), clock=clock, stop=self.stop)
+        self.warn_stranded()
 
     def _context(self, config: Config) -> PluginContext:
         return PluginContext(config, metrics=self.metrics, instance_id=self.instance_id, clock=self.clock)
@@ -208,6 +211,25 @@ class App:
             self.sender.replace_sink(self.sink).shutdown()
         old_source.close()
         self.sync_configured_alarms()
+        self.warn_stranded()
+
+    def warn_stranded(self) -> dict[str, int]:
+        """Warn about queued rows of a signal that ``export.signals`` no longer lists: they are
+        never sent and count toward the cap. Returns them, per signal."""
+        exported = set(self.config.export.signals)
+        stranded = {k: n for k, n in sorted(self.store.outbox_stats().by_kind.items()) if k not in exported}
+        for signal, count in stranded.items():
+            log.warning(
+                "outbox: %d queued %s records are stranded: %s is not in export.signals, so they are never "
+                "sent and they count toward state.max_queued_records; add %s to export.signals to send them, "
+                "or delete them with: bk-otel-exporter purge --signal %s",
+                count,
+                signal,
+                signal,
+                signal,
+                signal,
+            )
+        return stranded
 
     # -- configured alarms --------------------------------------------------------------------------
     def sync_configured_alarms(self) -> None:
@@ -217,7 +239,12 @@ class App:
         for alarm_id in self.config.alarms.ids:
             known = self.store.get_alarm(alarm_id)
             ctx = known.context if known else AlarmContext(alarm_id=alarm_id)
-            self.store.upsert_alarm(ctx, source="config", now=now, due=known is None)
+            # An expired alarm (3324002) still listed is tried again, once per start or reload: a
+            # BlueKing that answered "unknown" for an alarm it had not indexed yet knows it now.
+            expired = known is not None and known.phase == "expired"
+            if expired:
+                log.info("alarm %s: in alarms.ids, expired (3324002) earlier: reading it again", alarm_id)
+            self.store.upsert_alarm(ctx, source="config", now=now, due=known is None or expired)
         for alarm in self.store.list_alarms():
             if alarm.source == "config" and alarm.alarm_id not in wanted:
                 log.info("alarm %s is no longer in alarms.ids: no longer followed", alarm.alarm_id)
@@ -229,21 +256,35 @@ class App:
 
     # -- what the daemon's jobs call ----------------------------------------------------------------
     def maintain(self) -> int:
-        """Forget alarms retired longer than ``poll.retired_retention`` ago (by the app clock) and
-        refresh the gauges; returns how many were forgotten."""
+        """Forget alarms retired longer than ``poll.retired_retention`` ago and parked records
+        parked longer than ``state.parked_retention`` ago (by the app clock), refresh the gauges;
+        returns how many alarms were forgotten."""
         retention = self.config.poll.retired_retention
+        now = self.clock()
         pruned = 0
         if retention > 0:
-            now = self.clock()
             pruned = self.store.prune(now, now - retention)
             if pruned:
                 log.info("forgot %d alarms retired more than %.0f days ago", pruned, retention / 86400)
+        keep_parked = self.config.state.parked_retention
+        if keep_parked > 0:
+            dropped = self.store.prune_parked(now - keep_parked)
+            if dropped:
+                log.warning(
+                    "deleted %d parked records (refused by the backend) parked more than %.1f days ago "
+                    "(state.parked_retention)",
+                    dropped,
+                    keep_parked / 86400,
+                )
         self._count_followed()
         return pruned
 
-    def queued(self) -> int:
-        """Records waiting in the outbox."""
-        return self.store.outbox_stats().depth
+    def queued(self, *, exported_only: bool = False) -> int:
+        """Records waiting in the outbox (``exported_only``: of the signals ``export.signals`` lists)."""
+        stats = self.store.outbox_stats()
+        if not exported_only:
+            return stats.depth
+        return sum(n for kind, n in stats.by_kind.items() if kind in self.config.export.signals)
 
     def set_running(self, running: bool) -> None:
         """Report whether the daemon's scheduler is running (``/readyz``)."""
@@ -280,7 +321,7 @@ class App:
             cycle.errors.append(found.error)
             cycle.failed += 1
         drain = self.send(force=True, deadline=self.clock() + max(30.0, self.config.export.timeout * 3))
-        return OnceReport(cycle=cycle, drain=drain, queued=self.queued())
+        return OnceReport(cycle=cycle, drain=drain, queued=self.queued(exported_only=True))
 
     def close(self) -> None:
         self.stop.set()

@@ -10,19 +10,22 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter import __version__
 
 if TYPE_CHECKING:
     from exporter.config import Config
+    from exporter.state import StateStore
 
 __all__ = ["main"]
 
 log = logging.getLogger("exporter.cli")
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("check-config", help="validate and print the effective config, secrets redacted"))
     status = with_config(sub.add_parser("status", help="what the state store holds"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    requeue = with_config(
+        sub.add_parser("requeue", help="move parked records (refused by the backend) back into the outbox")
+    )
+    requeue.add_argument(
+        "--parked", action="store_true", help="the rows to move: the parked ones (the default, and the only kind)"
+    )
+    requeue.add_argument("--signal", metavar="S", help="only the records of this signal (logs or spans)")
+    requeue.add_argument("--older-than", metavar="DURATION", help="only records parked longer ago than this, e.g. 1h")
+    purge = with_config(sub.add_parser("purge", help="delete the queued (or parked) records of one signal"))
+    purge.add_argument("--signal", metavar="S", required=True, help="the signal whose records go (logs or spans)")
+    purge.add_argument("--parked", action="store_true", help="delete its parked records instead of its queued ones")
     demo = sub.add_parser("demo", help="run the whole pipeline against the built-in BlueKing simulator")
     demo.add_argument("--endpoint", metavar="URL", help="also ship the records to this OTLP endpoint")
     demo.add_argument("--protocol", choices=["grpc", "http/protobuf"], default="grpc", help="with --endpoint")
@@ -68,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "once": _cmd_once,
         "check-config": _cmd_check_config,
         "status": _cmd_status,
+        "requeue": _cmd_requeue,
+        "purge": _cmd_purge,
         "demo": _cmd_demo,
         "plugins": _cmd_plugins,
     }
@@ -184,6 +200,95 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     sys.stdout.write(json.dumps(status, indent=2, sort_keys=True) + "\n" if args.json else render_status(status))
     return EXIT_OK
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    if args.signal is not None and _bad_signal(args.signal):
+        return EXIT_CONFIG
+    parked_before: float | None = None
+    if args.older_than:
+        import time
+
+        from exporter.config import parse_duration
+
+        try:
+            parked_before = time.time() - parse_duration(args.older_than)
+        except ValueError as exc:
+            print(f"--older-than: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+
+    def act(store: StateStore) -> tuple[int, dict[str, int]]:
+        moved = store.requeue(signal=args.signal, parked_before=parked_before)
+        queued = store.outbox_stats().by_kind
+        return moved, {k: n for k, n in sorted(queued.items()) if k not in config.export.signals}
+
+    done = _with_store(config, act)
+    if done is None:
+        return EXIT_FAIL
+    moved, stranded = done
+    print(f"requeued {moved} parked records")
+    for signal, count in stranded.items():
+        print(
+            f"note: {count} queued {signal} records wait for {signal} to be in export.signals again "
+            f"(or: bk-otel-exporter purge --signal {signal})",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    if _bad_signal(args.signal):
+        return EXIT_CONFIG
+    if not args.parked and args.signal in config.export.signals:
+        print(
+            f"--signal: {args.signal} is in export.signals: its queued records are on their way and are not "
+            "purged; remove it from export.signals first (or purge its parked records with --parked)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+
+    deleted = _with_store(config, lambda store: store.purge(args.signal, parked=args.parked))
+    if deleted is None:
+        return EXIT_FAIL
+    print(f"purged {deleted} {'parked' if args.parked else 'queued'} {args.signal} records")
+    return EXIT_OK
+
+
+def _bad_signal(signal: str) -> bool:
+    if signal in ("logs", "spans"):
+        return False
+    print(f"--signal: must be logs or spans (got {signal!r})", file=sys.stderr)
+    return True
+
+
+def _with_store(config: Config, act: Callable[[StateStore], T]) -> T | None:
+    """Run ``act(store)`` on the configured store (which must exist), beside a running daemon if
+    there is one; None (after printing why) when the store cannot be used."""
+    from exporter.errors import ExporterError
+    from exporter.state import open_store
+
+    try:
+        store = open_store(
+            config.state.path,
+            url=config.state.url.get_secret_value() if config.state.url else None,
+            max_queued=config.state.max_queued_records,
+            lease=config.state.lease,
+            create=False,
+        )
+        try:
+            result = act(store)
+        finally:
+            store.close()
+    except (ExporterError, OSError) as exc:
+        print(f"bk-otel-exporter: {exc}", file=sys.stderr)
+        return None
+    return result
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
         config.state.path,
         url=config.state.url.get_secret_value() if config.state.url else None,
         max_queued=config.state.max_queued_records,
+        create=False,  # a missing state.path is an error, not a new empty store
     )
     try:
         followed = store.list_alarms()
@@ -54,6 +55,9 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
                 "queued": stats.depth,
                 "parked": stats.parked,
                 "by_signal": stats.by_kind,
+                "parked_by_signal": stats.parked_by_kind,
+                # queued rows of a signal export.signals no longer lists: never sent (purge them)
+                "stranded": {k: n for k, n in stats.by_kind.items() if k not in config.export.signals},
                 "oldest_age_seconds": None
                 if stats.oldest_enqueued_at is None
                 else round(now - stats.oldest_enqueued_at, 1),
@@ -85,10 +89,17 @@ def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
         f"{alarms['retired']} retired, {alarms['expired']} expired",
         f"records queued:         {outbox['queued']}"
         + (f" (oldest {outbox['oldest_age_seconds']:.0f}s)" if outbox["oldest_age_seconds"] is not None else ""),
-        f"records parked:         {outbox['parked']}",
+        f"records parked:         {outbox['parked']}" + _per_signal(outbox.get("parked_by_signal") or {}),
         f"last successful poll:   {_ago(status['last_successful_poll'], now)}",
         f"last successful export: {_ago(status['last_successful_export'], now)}",
     ]
+    if outbox["parked"]:
+        lines.append("                        (send them again: bk-otel-exporter requeue; delete: purge --parked)")
+    for signal, count in sorted((outbox.get("stranded") or {}).items()):
+        lines.append(
+            f"records stranded:       {count} {signal} ({signal} is not in export.signals: never sent; "
+            f"add it back, or: bk-otel-exporter purge --signal {signal})"
+        )
     if status.get("replicas") is not None:
         lines.extend(_render_replicas(status["replicas"], now))
     if alarms["list"]:
@@ -98,6 +109,10 @@ def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
             tail = a["last_error"] or a["name"] or ""
             lines.append(f"{a['id']:<20} {a['phase']:<8} {a['source']:<10} {a['records']:>7}  {tail[:80]}")
     return "\n".join(lines) + "\n"
+
+
+def _per_signal(counts: dict[str, int]) -> str:
+    return f" ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})" if counts else ""
 
 
 def _render_replicas(replicas: list[dict[str, Any]], now: float) -> list[str]:

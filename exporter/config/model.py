@@ -253,6 +253,8 @@ class StateConfig(Section):
     url: Annotated[SecretStr | None, BeforeValidator(empty_to_none)] = None
     lease: Duration = Field(default=30.0, gt=0)
     max_queued_records: int = Field(default=1_000_000, ge=1)
+    #: how long a parked record (refused by the backend) is kept for ``requeue``; 0 = for ever
+    parked_retention: Duration = Field(default=30 * 86400.0, ge=0)
 
     @field_validator("url")
     @classmethod

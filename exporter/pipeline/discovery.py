@@ -7,7 +7,8 @@ every window; paging and splitting capped windows are the source's business, see
 round: ``now - lookback``; ``once --since`` reaches further back).
 
 API economy: an alarm's event log is read (made due) when it is new, when its change token
-(``update_time|status|severity``) moved, when it is reopened after retirement, or when its last full
+(``update_time|status|severity``) moved, when it is reopened after retirement, when it had expired
+(get_event_log answered 3324002) and search_alert lists it all the same, or when its last full
 read is older than ``poll.full_reread_interval`` (the safety net). Otherwise discovery leaves it
 alone, so get_event_log calls grow with what changes, not with how many alarms are open.
 
@@ -56,6 +57,7 @@ class DiscoveryReport:
     new: int = 0
     changed: int = 0
     reopened: int = 0
+    revived: int = 0  # expired (3324002) alarms listed again, followed again
     safety_net: int = 0
     requests: int = 0
     error: str | None = None
@@ -109,12 +111,13 @@ class Discoverer:
         self._apply(found.alarms, now, report)
         self.store.set_meta(CHECKPOINT, str(end))
         log.info(
-            "discovery: %d alarms active in the window, %d new, %d changed, %d reopened, %d safety re-reads "
-            "(%d search_alert calls)",
+            "discovery: %d alarms active in the window, %d new, %d changed, %d reopened, %d expired followed again, "
+            "%d safety re-reads (%d search_alert calls)",
             report.alerts,
             report.new,
             report.changed,
             report.reopened,
+            report.revived,
             report.safety_net,
             report.requests,
         )
@@ -144,16 +147,27 @@ class Discoverer:
                 self.store.upsert_alarm(ctx, source="discovered", now=now, due=True, change_token=token)
                 continue
             merged = _merge(known.context, ctx)
-            if known.phase in ("retired", "expired"):
+            if known.phase == "expired":
+                # get_event_log answered 3324002 (unknown alarm), yet search_alert lists it: BlueKing
+                # knows it (an alarm read before it was indexed). Read it again, from where it was.
+                report.revived += 1
+                log.info(
+                    "alarm %s: listed by BlueKing again (status %s) after an 'unknown alarm' answer: followed again",
+                    ctx.alarm_id,
+                    ctx.status,
+                )
+                self.store.upsert_alarm(merged, source="discovered", now=now, due=True, change_token=token)
+                continue
+            if known.phase == "retired":
                 reopened = token != known.change_token and ctx.status not in TERMINAL_STATUSES
-                if known.phase == "retired" and reopened:
+                if reopened:
                     report.reopened += 1
                     log.info("alarm %s is active again (status %s): followed again", ctx.alarm_id, ctx.status)
                 self.store.upsert_alarm(
                     merged,
                     source="discovered",
                     now=now,
-                    due=reopened and known.phase == "retired",
+                    due=reopened,
                     change_token=token if reopened else None,
                 )
                 continue

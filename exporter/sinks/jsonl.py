@@ -160,7 +160,7 @@ class JsonlSink:
         current = self._read_uids(self.path, repair=True)
         rotated = [self._read_uids(self._backup(n), repair=False) for n in range(1, self.backups + 1)]
         self._uids = deque([current, *rotated])
-        self._fd = os.open(self.path, _APPEND, 0o640)
+        self._fd = os.open(self.path, _APPEND, 0o600)
         # Lines of a batch that failed before its fsync are known now: make them durable before a
         # retry is answered SUCCESS without writing them again.
         self._fsync(self._fd)
@@ -197,7 +197,7 @@ class JsonlSink:
         while len(self._uids) > self.backups + 1:
             self._uids.pop()
         self._sync_dir()
-        self._fd = os.open(self.path, _APPEND, 0o640)
+        self._fd = os.open(self.path, _APPEND, 0o600)
         self._size = 0
         self.stats.rotations += 1
         log.info("jsonl sink: rotated %s (%d backups kept)", self.path, self.backups)

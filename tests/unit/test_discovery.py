@@ -138,6 +138,24 @@ def test_reopened_retired_alarm_is_followed_again(store: SqliteStateStore) -> No
     assert alarm is not None and alarm.phase == "active" and alarm.next_poll <= clock[0]
 
 
+def test_an_expired_alarm_that_discovery_lists_again_is_followed_again(store: SqliteStateStore) -> None:
+    """get_event_log answered 3324002 (BlueKing had not indexed it yet), search_alert lists it:
+    it is polled again, although its change token did not move."""
+    alerts = [alert(1)]
+    clock = [NOW]
+    d = make(store, Search(alerts), clock)
+    d.run()
+    alarm_id = alerts[0]["id"]
+    store.commit_poll(PollCommit(alarm_id, NOW, phase="expired", next_poll=NOW + 30, last_error="3324002"))
+    assert store.claim_due(float("inf"), 10) == []
+    clock[0] += 60
+    report = d.run()
+    assert (report.revived, report.reopened, report.changed) == (1, 0, 0)
+    alarm = store.get_alarm(alarm_id)
+    assert alarm is not None and (alarm.phase, alarm.retired_at) == ("active", None)
+    assert [a.alarm_id for a in store.claim_due(clock[0], 10)] == [alarm_id]
+
+
 def test_a_change_in_the_second_of_the_last_read_is_read_again(store: SqliteStateStore) -> None:
     """update_time has one-second resolution: a record added after our read, in the same second,
     leaves the token unchanged; the alarm is read once more, then left alone."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,20 @@ def test_rotation_by_size_keeps_backups(path: Path) -> None:
     kept = uids(path)
     assert kept == [f"{i:032x}" for i in range(20 - len(kept), 20)]  # the newest, in order; the oldest gone
     assert sink.stats.rotations >= 3
+
+
+def test_files_are_created_private_whatever_the_umask(path: Path) -> None:
+    """The records hold alarm texts and hosts: owner only, the rotated backups too."""
+    old = os.umask(0o022)
+    try:
+        sink = JsonlSink(path, max_bytes=800, backups=2)
+        for i in range(8):
+            assert sink.export("logs", [event(i)]).ok
+    finally:
+        os.umask(old)
+    found = files(path)
+    assert len(found) == 3
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in found} == {f.name: 0o600 for f in found}
 
 
 def test_without_backups_the_full_file_is_dropped(path: Path) -> None:
