@@ -155,6 +155,41 @@ def test_http_gzip_and_headers_reach_the_backend(sim: Simulator, otlp_receiver: 
     assert request.headers.get("authorization") == OTLP_AUTH_HEADER
 
 
+def test_once_exits_0_when_only_rows_of_a_signal_it_does_not_export_are_left(
+    sim: Simulator, otlp_receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Spans queued under an earlier config that exported them: this run cannot send them, so
+    they do not make it fail; it says so (a WARNING naming the signal, the count, the remedy)."""
+    from exporter.model import AlarmContext, SpanRecord
+    from exporter.state.base import PollCommit, QueuedRecord
+    from exporter.state.sqlite import SqliteStateStore
+
+    alarms = story(sim)[:1]
+    want = expected_records(sim, alarms)
+    state = tmp_path / "s.db"
+    store = SqliteStateStore(state)
+    try:
+        store.upsert_alarm(AlarmContext(alarms[0].id), source="config", now=1.0, due=True)
+        spans = [
+            SpanRecord(uid=f"old{i}", alarm_id=alarms[0].id, trace_id=1, span_id=2 + i, name="a", start_ns=1, end_ns=2)
+            for i in range(3)
+        ]
+        store.commit_poll(
+            PollCommit(alarms[0].id, 1.0, extra_queued=[QueuedRecord("spans", s.uid, s.to_json()) for s in spans])
+        )
+    finally:
+        store.close()
+    path = write_config(
+        tmp_path / "c.yaml", config(sim, otlp_receiver.grpc_endpoint, "grpc", state, [a.id for a in alarms])
+    )
+    done = run_cli(["once", "--config", str(path)], env=ENV)
+    assert done.returncode == 0, done.stderr
+    (warning,) = [line for line in done.stderr.splitlines() if "stranded" in line]
+    assert "WARNING" in warning and "3 queued spans records are stranded" in warning
+    assert "bk-otel-exporter purge --signal spans" in warning
+    assert sorted(r["attributes"]["log.record.uid"] for r in otlp_receiver.logs()) == sorted(want)
+
+
 def test_once_exits_1_and_keeps_records_when_backend_is_down(
     sim: Simulator, otlp_receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
