@@ -129,10 +129,18 @@ class Daemon:
     """
 
     def __init__(
-        self, config_path: Path, *, env: Mapping[str, str] | None = None, log_path: Path | None = None
+        self,
+        config_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
+        """``wrap``: a command that runs the daemon's command line (its arguments follow), exec'ing
+        it so the daemon keeps the pid (``unshare -m sh -c '… exec "$@"' sh`` for a private mount)."""
         self.config_path = config_path
         self.env = env
+        self.wrap = tuple(wrap)
         self.log_path = log_path or config_path.with_suffix(f".{int(time.time() * 1000)}.log")
         self.proc: subprocess.Popen[str] | None = None
         self._log: Any = None
@@ -145,7 +153,7 @@ class Daemon:
         # the first process starts the log afresh, a restart appends to it; closed in wait()
         self._log = open(self.log_path, "w" if self.proc is None else "a", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
+            [*self.wrap, sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,8 +172,8 @@ def metric_value(exposition: str, name: str, **labels: str) -> float | None:
 class Run:
     """One ``bk-otel-exporter run`` process."""
 
-    def __init__(self, config_path: Path, *, env: Mapping[str, str] = ENV) -> None:
-        self.daemon = Daemon(config_path, env=dict(env)).start()
+    def __init__(self, config_path: Path, *, env: Mapping[str, str] = ENV, wrap: Sequence[str] = ()) -> None:
+        self.daemon = Daemon(config_path, env=dict(env), wrap=wrap).start()
         self._base: str | None = None
 
     @property
