@@ -170,7 +170,7 @@ class BkClient:
         self._lock = threading.Lock()
         self._requests_sent = 0
         self._retries = 0
-        self._report = CallReporter(observer)  # retried failures and undecodable bytes: logged, counted
+        self._report = CallReporter(observer, clock=clock)  # retries and undecodable bytes: logged, counted
 
         self._request_settings: dict[str, Any] = {"verify": self._verify}
         if session is None:

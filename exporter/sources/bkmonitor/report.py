@@ -72,7 +72,7 @@ class CallReporter:
             self._on_retry(endpoint, label)
         self._retries.warning(
             f"{endpoint}:{label}",
-            "%s alarm=%s: %s (code=%s http=%s message=%s request_id=%s), attempt %d/%d failed, retrying in %.1fs",
+            "%s alarm=%s: %s (code=%s http=%s message=%s request_id=%s), attempt %d/%d failed, retrying in %.2fs",
             endpoint,
             subject or "-",
             error.summary,
