@@ -12,7 +12,7 @@ alarm, extra rows that are valid by the API's shape but hard to read:
 Both rows are ACTION rows at ``at`` (epoch seconds), with messages of their own
 (:data:`DEEP_MESSAGE`, and :data:`UNDECODABLE_MESSAGE` around the bytes), so they never fold with
 the alarm's other rows. :meth:`HostileRows.expected_message` is the undecodable row's message as a
-reader must see it: each undecodable byte as U+FFFD.
+reader must see it: each undecodable sequence as U+FFFD.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class HostileRows:
             raise ValueError("undecodable must hold bytes that are not UTF-8")
 
     def expected_message(self) -> str:
-        """The undecodable row's message with every byte that is not UTF-8 as U+FFFD."""
+        """The undecodable row's message as a reader sees it: what is not UTF-8 as U+FFFD."""
         return UNDECODABLE_MESSAGE.format(self.undecodable.decode("utf-8", "replace"))
 
     def rows(self, event_id: int) -> list[dict[str, object]]:

@@ -4,8 +4,9 @@ Two things ``json.loads(body)`` gets wrong for a BlueKing answer, both of which 
 answer look like "not JSON" (a transient failure, retried for ever):
 
 * **bytes that are not UTF-8** (a backend writing Latin-1 or GBK into one message, a cut
-  multi-byte character) raise ``UnicodeDecodeError``. Here each undecodable byte is replaced by
-  U+FFFD and counted (:attr:`DecodedBody.replaced`): the rest of the answer is read as sent.
+  multi-byte character) raise ``UnicodeDecodeError``. Here each undecodable sequence is replaced
+  by one U+FFFD (as ``errors="replace"`` does) and its bytes are counted
+  (:attr:`DecodedBody.replaced`): the rest of the answer is read as sent.
 * **deep nesting**: the C decoder recurses and raises ``RecursionError`` at about the
   interpreter's recursion limit (an item's ``extend_info`` nested ~1,000 deep is enough). Such a
   body is parsed again by :func:`loads_iterative`, which keeps its own stack: any depth, the same
@@ -64,7 +65,7 @@ class DecodedBody:
 
 
 def decode_text(body: bytes) -> tuple[str, int]:
-    """``body`` as text, and how many of its bytes could not be decoded (each became U+FFFD)."""
+    """``body`` as text, and how many of its bytes could not be decoded (replaced by U+FFFD)."""
     encoding = json.detect_encoding(body)
     try:
         return body.decode(encoding, "surrogatepass"), 0  # what json.loads(bytes) does

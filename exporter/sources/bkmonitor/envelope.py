@@ -160,7 +160,7 @@ def parse_envelope(
     ``expect`` (``list``, ``dict``) is the type ``data`` must have; ``redact_secrets`` are masked
     in any server text copied into the exception; ``now`` (wall clock) resolves HTTP-date
     ``Retry-After`` values; ``on_undecodable(n, request_id)`` is told when ``n`` bytes of the body
-    were not valid UTF-8 (each was replaced by U+FFFD and the rest read as sent). See the module
+    were not valid UTF-8 (replaced by U+FFFD; the rest was read as sent). See the module
     docstring for the rules.
     """
     secrets = tuple(redact_secrets)

@@ -86,7 +86,7 @@ class CallReporter:
         )
 
     def undecodable(self, endpoint: str, subject: str | None, replaced: int, request_id: str | None) -> None:
-        """An answer held ``replaced`` bytes that are not UTF-8 (each became U+FFFD)."""
+        """An answer held ``replaced`` bytes that are not UTF-8 (replaced by U+FFFD)."""
         if callable(self._on_undecodable):
             self._on_undecodable(endpoint, replaced)
         self._undecodable.warning(
