@@ -522,22 +522,26 @@ def test_a_429_then_success_logs_one_warning_with_code_and_request_id(caplog: py
 def test_a_hundred_retries_within_a_minute_log_once_then_a_count(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     clock = FakeClock()
-    timeout, unavailable = [esb_error(1306201), ok([])], [gw_error(503, 1650300, "UNAVAILABLE"), ok([])]
-    client, metrics = metered(timeout * 100 + unavailable + timeout, clock)
+    timeout, limited = [esb_error(1306201), ok([])], [gw_error(429, 1642903, "RATE_LIMIT_RESTRICTION"), ok([])]
+    unavailable = [gw_error(503, 1650300, "SERVICE_UNAVAILABLE"), ok([])]
+    client, metrics = metered(timeout * 100 + limited + unavailable + timeout, clock)
     for _ in range(100):
         client.get_event_log("1")
     assert len(retry_lines(caplog)) == 1
     assert retries_counted(metrics, "1306201") == 100
-    client.get_event_log("1")  # another kind of failure: its first occurrence is logged at once
+    client.get_event_log("1")  # another kind of failure (rate limited): its first one is logged at once
     lines = retry_lines(caplog)
-    assert len(lines) == 2 and "code=1650300" in lines[1].getMessage()
+    assert len(lines) == 2 and "code=1642903" in lines[1].getMessage()
+    client.get_event_log("1")  # unavailable again (a 503): the same kind as 1306201, held back
+    assert len(retry_lines(caplog)) == 2
     clock.now += 61
-    client.get_event_log("1")  # a minute later: one line carrying the count of the 99 held back
+    client.get_event_log("1")  # a minute later: one line carrying the count of the 100 held back
     lines = retry_lines(caplog)
     assert len(lines) == 3
-    assert "code=1306201" in lines[2].getMessage() and "(99 similar suppressed)" in lines[2].getMessage()
-    assert retries_counted(metrics, "1306201") == 101
+    assert "code=1306201" in lines[2].getMessage() and "(100 similar suppressed)" in lines[2].getMessage()
+    assert retries_counted(metrics, "1306201") == 101  # the counter tells every code apart
     assert retries_counted(metrics, "1650300") == 1
+    assert retries_counted(metrics, "1642903") == 1
     client.close()
 
 

@@ -4,9 +4,10 @@ A retry that succeeds hides its failure from the caller: without this, a gateway
 or 1306201 for hours looks healthy. :class:`CallReporter` makes both anomalies visible:
 
 * every retried failure is logged at WARNING with the endpoint, alarm, BlueKing code, message and
-  request id, rate-limited per *kind* (endpoint and code label): the first at once, then at most
-  one line a minute carrying the count of the ones held back; and counted by the observer's
-  ``api_retry(endpoint, code)`` (``bk_otel_api_retries_total{endpoint,code}``);
+  request id, rate-limited per endpoint and *kind* (:func:`failure_kind`: rate limited,
+  unavailable, no answer): the first at once, then at most one line a minute carrying the count
+  of the ones held back; and counted by the observer's ``api_retry(endpoint, code)``
+  (``bk_otel_api_retries_total{endpoint,code}``, where every code is told apart);
 * an answer with bytes that are not UTF-8 (replaced by U+FFFD, the rest read as sent) is logged
   once per endpoint and alarm (then at most hourly) and counted by ``api_undecodable(endpoint,
   n)`` (``bk_otel_api_undecodable_bytes_total{endpoint}``).
@@ -24,11 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from exporter.errors import BkRetryableError
+from exporter.errors import BkRateLimitError, BkRetryableError, BkTransportError
 from exporter.logsetup import RateLimitedLogger
 from exporter.sources.bkmonitor.envelope import classify_code
 
-__all__ = ["RETRY_LOG_INTERVAL", "UNDECODABLE_LOG_INTERVAL", "CallReporter", "code_label"]
+__all__ = ["RETRY_LOG_INTERVAL", "UNDECODABLE_LOG_INTERVAL", "CallReporter", "code_label", "failure_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,16 @@ def code_label(error: BkRetryableError) -> str:
     if error.http_status is None:
         return "transport"
     return f"http_{error.http_status}" if error.http_status in _STATUS_LABELS else "http_other"
+
+
+def failure_kind(error: BkRetryableError) -> str:
+    """What a retried failure is, for the log's rate limit: ``rate_limited``, ``unavailable`` or
+    ``no_answer`` (a timeout, a refused or reset connection)."""
+    if isinstance(error, BkRateLimitError):
+        return "rate_limited"
+    if isinstance(error, BkTransportError):
+        return "no_answer"
+    return "unavailable"
 
 
 class CallReporter:
@@ -71,7 +82,7 @@ class CallReporter:
         if callable(self._on_retry):
             self._on_retry(endpoint, label)
         self._retries.warning(
-            f"{endpoint}:{label}",
+            f"{endpoint}:{failure_kind(error)}",
             "%s alarm=%s: %s (code=%s http=%s message=%s request_id=%s), attempt %d/%d failed, retrying in %.2fs",
             endpoint,
             subject or "-",
