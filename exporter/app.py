@@ -323,6 +323,18 @@ class App:
         drain = self.send(force=True, deadline=self.clock() + max(30.0, self.config.export.timeout * 3))
         return OnceReport(cycle=cycle, drain=drain, queued=self.queued(exported_only=True))
 
+    def request_stop(self) -> None:
+        """Shutdown has begun: set :attr:`stop` and wake the source's backoff sleeps (a source with a
+        ``stop()`` method, like the BlueKing client), so no job waits out a long backoff while the
+        final flush runs short of time. Safe from a signal handler; ``close()`` still closes."""
+        self.stop.set()
+        stop = getattr(self.source, "stop", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # pragma: no cover - best effort: close() follows
+                log.debug("source stop failed", exc_info=True)
+
     def close(self) -> None:
         self.stop.set()
         for closer in (self.source.close, self.sink.shutdown, self.store.close):

@@ -16,6 +16,8 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_alarm_polls_total                         [counter] event-log reads (alarms polled)
     bk_otel_api_requests_total{endpoint,outcome}      [counter] BlueKing API requests (each attempt)
     bk_otel_api_request_duration_seconds{endpoint}    [histogram] BlueKing API latency
+    bk_otel_api_retries_total{endpoint,code}          [counter] retried BlueKing failures, by code label
+    bk_otel_api_undecodable_bytes_total{endpoint}     [counter] answer bytes that were not UTF-8 (replaced)
     bk_otel_records_fetched_total                     [counter] records get_event_log returned
     bk_otel_records_enqueued_total                    [counter] new records put in the outbox
     bk_otel_records_skipped_total{reason}             [counter] records dropped: malformed, overflow
@@ -32,8 +34,10 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
 
 ``endpoint`` is the BlueKing API name (``get_event_log``, ``search_alert``); the API ``outcome`` is
 whatever the client reports (``ok``, ``error``, ``retry``, ``auth``, ``rate_limited``, ...: keep
-it a short fixed vocabulary). ``records_skipped`` reasons ``malformed`` and ``overflow`` (outbox
-full) and both signals are exported at 0 from the start.
+it a short fixed vocabulary). The retries' ``code`` is a bounded label too: a BlueKing code the
+client knows, ``other``, ``http_<status>`` or ``transport``
+(:func:`exporter.sources.bkmonitor.report.code_label`). ``records_skipped`` reasons
+``malformed`` and ``overflow`` (outbox full) and both signals are exported at 0 from the start.
 
 Counters also expose the client library's usual ``*_created`` series.
 
@@ -80,6 +84,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "bk_otel_alarm_polls_total",
     "bk_otel_api_requests_total",
     "bk_otel_api_request_duration_seconds",
+    "bk_otel_api_retries_total",
+    "bk_otel_api_undecodable_bytes_total",
     "bk_otel_records_fetched_total",
     "bk_otel_records_enqueued_total",
     "bk_otel_records_skipped_total",
@@ -156,6 +162,19 @@ class Metrics:
             buckets=_API_BUCKETS,
             registry=r,
         )
+        self._api_retries = Counter(
+            "bk_otel_api_retries",
+            "Retried BlueKing failures, by endpoint and code (a known BlueKing code, other, http_<status>, transport).",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self._api_undecodable = Counter(
+            "bk_otel_api_undecodable_bytes",
+            "Bytes of BlueKing answers that were not UTF-8 (replaced by U+FFFD), by endpoint.",
+            ["endpoint"],
+            registry=r,
+        )
+        self._activity_listeners: list[Callable[[str, str], None]] = []
         self._fetched = Counter(
             "bk_otel_records_fetched", "Flow records returned by get_event_log, new or not.", registry=r
         )
@@ -227,6 +246,26 @@ class Metrics:
         """One BlueKing API request finished (each retry attempt counts as one request)."""
         self._api_requests.labels(endpoint=endpoint, outcome=outcome).inc()
         self._api_seconds.labels(endpoint=endpoint).observe(max(0.0, seconds))
+        self._activity("api_request", endpoint)
+
+    def api_retry(self, endpoint: str, code: str) -> None:
+        """A BlueKing failure is being retried; ``code`` is a bounded label (see the module docstring)."""
+        self._api_retries.labels(endpoint=endpoint, code=code).inc()
+
+    def api_undecodable(self, endpoint: str, n: int) -> None:
+        """An answer held ``n`` bytes that were not UTF-8 (replaced; the rest of it was used)."""
+        if n > 0:
+            self._api_undecodable.labels(endpoint=endpoint).inc(n)
+
+    def on_activity(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(event, detail)`` whenever work completes a step: ``("api_request",
+        endpoint)`` for each BlueKing request, ``("export_attempt", signal)`` for each OTLP export
+        call (the daemon's watchdog counts them as progress). It must be cheap and never raise."""
+        self._activity_listeners.append(listener)
+
+    def _activity(self, event: str, detail: str) -> None:
+        for listener in self._activity_listeners:
+            listener(event, detail)
 
     def poll_cycle(self, *, ok: bool, alarms_polled: int, seconds: float) -> None:
         """One poll cycle finished. Report every cycle, also one with nothing to poll."""
@@ -267,6 +306,7 @@ class Metrics:
         """One OTLP export call finished; ``ok`` when the backend acknowledged it."""
         self._export_attempts.labels(signal=signal, outcome="ok" if ok else "error").inc()
         self._export_seconds.labels(signal=signal).observe(max(0.0, seconds))
+        self._activity("export_attempt", signal)
         now = self._clock()
         with self._lock:
             if ok:

@@ -8,11 +8,15 @@ Jobs (all ``max_instances=1``, ``coalesce=True``, generous ``misfire_grace_time`
 ``discover``     (when ``alarms.recent.enabled``) search_alert every ``alarms.recent.interval``.
 ``send``         every second: drain the outbox (the sender keeps its own backoff during outages).
 ``maintenance``  every minute: forget long-retired alarms, refresh gauges.
-``control``      every second: apply a requested reload, ping the systemd watchdog.
+``control``      every second: apply a requested reload, ping the systemd watchdog, but only while
+                 polls and drains make progress (:func:`watchdog_bounds`): a stuck job stops the
+                 pings, and systemd restarts the service.
 
-Signals: SIGTERM/SIGINT only set a flag and call ``shutdown(wait=False)``; SIGHUP only sets a
-flag. Everything else happens on the main thread after the scheduler loop returns: in-flight
-jobs finish (bounded by ``shutdown_timeout``), the outbox gets a last drain, the store is closed.
+Signals: SIGTERM/SIGINT set a flag, wake every BlueKing backoff sleep (:meth:`App.request_stop`: a
+poll waiting out a long backoff gives up at once, leaving the final flush its time) and call
+``shutdown(wait=False)``; SIGHUP only sets a flag. Everything else happens on the main thread
+after the scheduler loop returns: in-flight jobs finish (bounded by ``shutdown_timeout``), the
+outbox gets a last drain, the store is closed.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from exporter import sdnotify
 from exporter.app import App
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError, ExporterError
+from exporter.sources.bkmonitor.retry import RETRY_AFTER_CAP_FACTOR
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "watchdog_bounds"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,22 @@ log = logging.getLogger(__name__)
 def poll_tick(interval: float) -> float:
     """How often the poll job looks for due alarms: often enough that jitter stays meaningful."""
     return min(5.0, max(0.5, interval / 10.0))
+
+
+def watchdog_bounds(config: Config) -> dict[str, float]:
+    """Seconds polls and drains may go without progress before the watchdog stops pinging.
+
+    Progress is a completed run of the job, or, inside a long run, a completed get_event_log
+    request (polls) or OTLP export call (drains). A poll may wait one BlueKing timeout plus the
+    longest backoff (a rate limit's ``Retry-After``, capped at 5 x ``bkmonitor.retry.max_backoff``)
+    between two requests; a drain one ``export.timeout`` per call.
+    """
+    bk = config.bkmonitor
+    longest_bk_wait = bk.timeout + RETRY_AFTER_CAP_FACTOR * bk.retry.max_backoff
+    return {
+        "poll": 3.0 * config.poll.interval + longest_bk_wait,
+        "send": 3.0 * (1.0 + config.export.timeout),
+    }
 
 
 class Daemon:
@@ -74,8 +95,8 @@ class Daemon:
         self._busy = 0
         self._busy_cond = threading.Condition()
         self._server: Any = None
-        self._watchdog_every = sdnotify.watchdog_interval()
-        self._last_watchdog = 0.0
+        self._watchdog = sdnotify.Watchdog(sdnotify.watchdog_interval(), watchdog_bounds(config))
+        self.app.metrics.on_activity(self._activity)
 
     # -- job plumbing -------------------------------------------------------------------------------
     def _guard(self, name: str, fn: Callable[[], object]) -> Callable[[], None]:
@@ -91,11 +112,19 @@ class Daemon:
             except Exception:
                 log.exception("job %s failed; it will run again at its next time", name)
             finally:
+                self._watchdog.progressed(name)
                 with self._busy_cond:
                     self._busy -= 1
                     self._busy_cond.notify_all()
 
         return run
+
+    def _activity(self, event: str, detail: str) -> None:
+        """A step of work inside a job completed (see :meth:`Metrics.on_activity`): progress."""
+        if event == "api_request" and detail == "get_event_log":
+            self._watchdog.progressed("poll")
+        elif event == "export_attempt":
+            self._watchdog.progressed("send")
 
     @staticmethod
     def _job_failed(event: JobExecutionEvent) -> None:  # pragma: no cover - _guard catches first
@@ -174,9 +203,7 @@ class Daemon:
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self._reload()
-        if self._watchdog_every and time.monotonic() - self._last_watchdog >= self._watchdog_every:
-            self._last_watchdog = time.monotonic()
-            sdnotify.watchdog()
+        self._watchdog.tick()
 
     # -- reload -------------------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -196,6 +223,7 @@ class Daemon:
             sdnotify.ready("reload refused: a plugin cannot be created")
             return
         self.config = new
+        self._watchdog.set_bounds(watchdog_bounds(new))
         if self.on_reload:
             self.on_reload(new)
         self._schedule()
@@ -205,7 +233,7 @@ class Daemon:
     # -- signals and lifecycle ----------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stop_requested.set()
-        self.app.stop.set()
+        self.app.request_stop()
         try:
             self.scheduler.shutdown(wait=False)
         except Exception:  # noqa: S110 - not running yet: run() checks the flag
@@ -249,6 +277,7 @@ class Daemon:
                 self.app.sink.name,
             )
             if not self._stop_requested.is_set():
+                self._watchdog.restart()  # the start-up (discovery, alarms) is not a stall
                 self.scheduler.start()  # blocks until shutdown(wait=False)
         finally:
             self.app.set_running(False)
@@ -260,7 +289,7 @@ class Daemon:
 
     def _graceful_stop(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_timeout
-        self.app.stop.set()
+        self.app.request_stop()
         if self.scheduler.state != STATE_STOPPED:
             try:
                 self.scheduler.shutdown(wait=False)

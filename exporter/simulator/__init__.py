@@ -16,8 +16,9 @@ answers like monitor 3.x instead: string ``event_id``, ``extend_info`` dicts or 
 no folding, unknown id ⇒ DRF ``ValidationError`` (body code 400); alarms are still looked up by alert id.
 
 Modules: :mod:`.store` (``SimClock``, ``SimAlarm``, folding), :mod:`.search` (``search_alert``),
-:mod:`.faults` (envelopes and ``FAULT_KINDS``), :mod:`.server` (``Simulator``), :mod:`.cli` (the demo
-alarms and the command line).
+:mod:`.faults` (envelopes and ``FAULT_KINDS``), :mod:`.hostile` (rows nested thousands deep or with
+bytes that are not UTF-8: ``Simulator.serve_hostile``), :mod:`.server` (``Simulator``), :mod:`.cli`
+(the demo alarms and the command line).
 
 Typical use::
 

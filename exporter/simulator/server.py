@@ -28,6 +28,7 @@ from exporter.simulator.faults import (
     gateway_headers,
     not_found,
 )
+from exporter.simulator.hostile import HostileRows, add_hostile_rows
 from exporter.simulator.search import param_error, search_alert
 from exporter.simulator.store import AlarmStore, RawLog, SimAlarm, SimClock, as_int
 
@@ -170,6 +171,7 @@ class Simulator:
         self._lock = self._store.lock
         self._rng = random.Random(seed)
         self._faults: list[list[Any]] = []  # [kind, remaining, endpoint]
+        self._hostile: dict[str, HostileRows] = {}  # alarm id -> extra rows of its answers
         self._counts: Counter[tuple[str | None, str | None]] = Counter()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -344,6 +346,21 @@ class Simulator:
                 return self._rng.choice(self.fault_kinds)
         return None
 
+    def serve_hostile(self, alarm_id: str, *, at: float, deep: int = 0, undecodable: bytes = b"") -> HostileRows:
+        """From now on, every successful get_event_log answer for ``alarm_id`` also holds a row whose
+        ``extend_info`` is nested ``deep`` levels (when > 0) and a row whose message holds the raw
+        bytes ``undecodable`` (not UTF-8), both at ``at``: see :mod:`exporter.simulator.hostile`."""
+        rows = HostileRows(at=at, deep=deep, undecodable=undecodable)
+        with self._lock:
+            self._hostile[str(alarm_id)] = rows
+        return rows
+
+    def _with_hostile_rows(self, params: dict[str, str], resp: Response) -> Response:
+        event_id = as_int(params.get("id"))
+        with self._lock:
+            rows = self._hostile.get(str(event_id))
+        return resp if rows is None or event_id is None else add_hostile_rows(resp, rows, event_id)
+
     # ------------------------------------------------------------------ request handling
     def _serve(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Response:
         url = urlsplit(target)
@@ -373,6 +390,8 @@ class Simulator:
         else:
             lower = {k.lower(): v for k, v in headers.items()}
             resp = self._answer(rec.endpoint, rec.flavour, params, body, raw, lower)
+            if rec.endpoint == "get_event_log":
+                resp = self._with_hostile_rows(params, resp)
             if fault == "malformed_json":  # a body cut in the middle, still labelled JSON
                 resp.body = resp.body[: max(1, len(resp.body) // 2)]
                 resp.headers = [("Content-Type", "application/json"), *gateway_headers()]

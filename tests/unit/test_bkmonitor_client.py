@@ -32,10 +32,20 @@ from exporter.errors import (
     BkNotFoundError,
     BkRateLimitError,
     BkResponseError,
+    BkRetryableError,
     BkTransportError,
     BkUnavailableError,
 )
-from exporter.sources.bkmonitor import BkClient, BkClientSettings, RetryPolicy, TokenBucket, parse_envelope
+from exporter.metrics import Metrics
+from exporter.sources.bkmonitor import (
+    BkClient,
+    BkClientSettings,
+    BkMonitorSource,
+    RetryPolicy,
+    TokenBucket,
+    parse_envelope,
+)
+from exporter.sources.bkmonitor.report import code_label
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "demo-secret"
@@ -468,6 +478,132 @@ def test_final_failure_is_raised_not_logged(harness: Callable[..., Harness], cap
     with pytest.raises(BkAuthError, match="APP Secret verification failed"):
         h.client.get_event_log("1")
     assert not [r for r in caplog.records if r.name.startswith("exporter")]
+
+
+# -- retried failures are visible: a rate-limited WARNING and a counter by code -------------------------
+
+
+def metered(script: list[Step], clock: FakeClock) -> tuple[BkClient, Metrics]:
+    """A client whose observer is the daemon's real Metrics; no sleep waits, the clock stands still."""
+    adapter = FakeAdapter(script)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    metrics = Metrics()
+    client = BkClient(make_settings(), session=session, observer=metrics, sleep=Sleeps(), clock=clock, rng=lambda: 0.5)
+    return client, metrics
+
+
+def retry_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "exporter.sources.bkmonitor.report" and "retrying" in r.msg]
+
+
+def retries_counted(metrics: Metrics, code: str, endpoint: str = "get_event_log") -> float:
+    value = metrics.registry.get_sample_value("bk_otel_api_retries_total", {"endpoint": endpoint, "code": code})
+    return value or 0.0
+
+
+def test_a_429_then_success_logs_one_warning_with_code_and_request_id(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    client, metrics = metered(
+        [gw_error(429, 1642903, "RATE_LIMIT_RESTRICTION", "API rate limit exceeded", Retry_After="1"), ok([RECORD])],
+        FakeClock(),
+    )
+    assert client.get_event_log("17180000005819837") == [RECORD]
+    lines = retry_lines(caplog)
+    assert len(lines) == 1
+    assert lines[0].levelno == logging.WARNING
+    text = lines[0].getMessage()
+    for part in ("get_event_log", "17180000005819837", "code=1642903", "http=429", "API rate limit exceeded", GW_RID):
+        assert part in text, text
+    assert retries_counted(metrics, "1642903") == 1
+    client.close()
+
+
+def test_a_hundred_retries_within_a_minute_log_once_then_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    timeout, limited = [esb_error(1306201), ok([])], [gw_error(429, 1642903, "RATE_LIMIT_RESTRICTION"), ok([])]
+    unavailable = [gw_error(503, 1650300, "SERVICE_UNAVAILABLE"), ok([])]
+    client, metrics = metered(timeout * 100 + limited + unavailable + timeout, clock)
+    for _ in range(100):
+        client.get_event_log("1")
+    assert len(retry_lines(caplog)) == 1
+    assert retries_counted(metrics, "1306201") == 100
+    client.get_event_log("1")  # another kind of failure (rate limited): its first one is logged at once
+    lines = retry_lines(caplog)
+    assert len(lines) == 2 and "code=1642903" in lines[1].getMessage()
+    client.get_event_log("1")  # unavailable again (a 503): the same kind as 1306201, held back
+    assert len(retry_lines(caplog)) == 2
+    clock.now += 61
+    client.get_event_log("1")  # a minute later: one line carrying the count of the 100 held back
+    lines = retry_lines(caplog)
+    assert len(lines) == 3
+    assert "code=1306201" in lines[2].getMessage() and "(100 similar suppressed)" in lines[2].getMessage()
+    assert retries_counted(metrics, "1306201") == 101  # the counter tells every code apart
+    assert retries_counted(metrics, "1650300") == 1
+    assert retries_counted(metrics, "1642903") == 1
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        (BkUnavailableError("x", code=1306201, http_status=200), "1306201"),
+        (BkUnavailableError("x", code=1650250, http_status=502), "1650250"),
+        (BkUnavailableError("x", code=987654321, http_status=200), "other"),  # any code a server invents
+        (BkUnavailableError("x", http_status=502), "http_502"),
+        (BkUnavailableError("x", http_status=200), "http_other"),
+        (BkRateLimitError("x", http_status=429), "http_429"),
+        (BkTransportError("x"), "transport"),
+    ],
+)
+def test_retry_code_label_is_bounded(error: BkRetryableError, label: str) -> None:
+    assert code_label(error) == label
+
+
+def test_an_undecodable_answer_is_read_logged_once_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    body = json.dumps({"result": True, "code": 200, "data": [{**RECORD, "message": "MARK"}], "request_id": ESB_RID})
+    raw = body.encode().replace(b"MARK", b"caf\xe9 \xff")
+    client, metrics = metered([reply(200, raw)], FakeClock())
+    for _ in range(3):
+        assert client.get_event_log("42")[0]["message"] == "caf\ufffd \ufffd"
+    lines = [r for r in caplog.records if r.name == "exporter.sources.bkmonitor.report"]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    for part in ("get_event_log", "alarm=42", "2 bytes", ESB_RID):
+        assert part in lines[0].getMessage()
+    assert metrics.registry.get_sample_value("bk_otel_api_undecodable_bytes_total", {"endpoint": "get_event_log"}) == 6
+    assert client.requests_sent == 3  # read, not retried
+    client.close()
+
+
+def test_stop_wakes_a_backoff_sleep_and_refuses_new_calls() -> None:
+    adapter = FakeAdapter([esb_error(1306201)])
+    session = requests.Session()
+    session.mount("https://", adapter)
+    client = BkClient(make_settings(initial_backoff=600.0, max_backoff=600.0), session=session)
+    source = BkMonitorSource(client)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.get_event_log("1")
+        except BkApiError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while client.retries < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    source.stop()  # what App.request_stop calls on SIGTERM
+    worker.join(10)
+    assert not worker.is_alive()
+    assert len(errors) == 1 and "client closed" in str(errors[0])
+    with pytest.raises(BkTransportError, match="client closed"):
+        client.get_event_log("2")
+    assert client.requests_sent == 1
+    client.close()
 
 
 def test_observer_outcomes(harness: Callable[..., Harness]) -> None:

@@ -5,7 +5,9 @@
     source.py     BkMonitorSource (fetch, discover) and the ``bkmonitor`` plugin
     client.py     BkClient, BkClientSettings, ApiObserver: the calls, the session, auth headers
     envelope.py   parse_envelope: an answer -> its data, or the exporter.errors class to raise
+    body.py       decode_json: a body -> JSON at any depth, bytes that are not UTF-8 as U+FFFD
     retry.py      RetryPolicy, retry_call: which failures are retried, and the backoff
+    report.py     CallReporter: retried failures and stray bytes, logged (rate-limited) and counted
     ratelimit.py  TokenBucket: the global requests-per-second limit
     records.py    parse_event_log: get_event_log items -> FlowRecord (tolerant of every server shape)
     alerts.py     parse_alert: search_alert objects -> AlarmContext

@@ -36,6 +36,7 @@ from exporter.errors import (
 from exporter.redact import MASK, RedactingFilter, redact, strip_query
 from exporter.sources.bkmonitor.envelope import parse_envelope
 from exporter.sources.bkmonitor.ratelimit import TokenBucket
+from exporter.sources.bkmonitor.report import CallReporter
 from exporter.sources.bkmonitor.retry import RetryPolicy, retry_call
 
 __all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
@@ -169,6 +170,7 @@ class BkClient:
         self._lock = threading.Lock()
         self._requests_sent = 0
         self._retries = 0
+        self._report = CallReporter(observer, clock=clock)  # retries and undecodable bytes: logged, counted
 
         self._request_settings: dict[str, Any] = {"verify": self._verify}
         if session is None:
@@ -233,6 +235,11 @@ class BkClient:
         raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return self._call("search_alert", "POST", data=raw, expect=dict)
 
+    def stop(self) -> None:
+        """Wake every backoff and rate-limit sleep now (those calls end with "client closed") and
+        refuse new calls: shutdown has begun. :meth:`close` still releases the session."""
+        self._closed.set()
+
     def close(self) -> None:
         """Wake any backoff or rate-limit sleep (those calls end with "client closed"), close the session."""
         self._closed.set()
@@ -261,9 +268,10 @@ class BkClient:
             return self._closed.wait(seconds)
         return self._user_sleep(seconds) or self._closed.is_set()
 
-    def _count_retry(self, attempt: int, delay: float, error: BkRetryableError) -> None:
+    def _retried(self, endpoint: str, subject: str | None, attempt: int, delay: float, error: BkRetryableError) -> None:
         with self._lock:
             self._retries += 1
+        self._report.retrying(endpoint, subject, attempt, self._policy.max_attempts, delay, error)
 
     def _call(
         self,
@@ -279,13 +287,13 @@ class BkClient:
             raise BkTransportError("client closed", endpoint=endpoint)
         url = f"{self._base}/{endpoint}/"
         return retry_call(
-            lambda: self._attempt(endpoint, method, url, params, data, expect),
+            lambda: self._attempt(endpoint, method, url, params, data, expect, subject=subject),
             policy=self._policy,
             sleep=self._sleep,
             rng=self._rng,
             endpoint=endpoint,
             subject=subject,
-            on_retry=self._count_retry,
+            on_retry=lambda attempt, delay, error: self._retried(endpoint, subject, attempt, delay, error),
         )
 
     def _attempt(
@@ -296,6 +304,8 @@ class BkClient:
         params: Mapping[str, str] | None,
         data: bytes | None,
         expect: type,
+        *,
+        subject: str | None = None,
     ) -> Any:
         """One HTTP attempt: rate limit, concurrency slot, request, envelope."""
         if self._bucket.acquire(self._sleep):
@@ -330,7 +340,15 @@ class BkClient:
             self._observe(endpoint, error, started)
             raise error from self._safe_cause(failure)
         try:
-            result = parse_envelope(status, resp_headers, body, endpoint, expect=expect, redact_secrets=self._secrets)
+            result = parse_envelope(
+                status,
+                resp_headers,
+                body,
+                endpoint,
+                expect=expect,
+                redact_secrets=self._secrets,
+                on_undecodable=lambda n, rid: self._report.undecodable(endpoint, subject, n, rid),
+            )
         except BkApiError as error:
             self._observe(endpoint, error, started)
             raise

@@ -6,7 +6,7 @@ next (docs/blueking-api.md §1, §2.7, §4, §7.1). The rules, in order:
 
 1. HTTP 502/503/504, whatever the body (JSON or an HTML proxy page)  -> BkUnavailableError
 2. HTTP 429, whatever the body                                          -> BkRateLimitError
-3. a body that is not JSON:
+3. a body that is not JSON (at any nesting depth, with undecodable bytes replaced by U+FFFD):
    HTTP 401/403 (kernel middleware refusals are plain text)             -> BkAuthError, text as message
    HTTP 2xx (a truncated or garbled answer: transient)                  -> BkUnavailableError
    HTTP 500                                                             -> BkUnavailableError
@@ -52,6 +52,7 @@ from exporter.errors import (
     BkUnavailableError,
 )
 from exporter.redact import redact
+from exporter.sources.bkmonitor.body import decode_json
 
 __all__ = ["classify_code", "parse_envelope", "parse_retry_after"]
 
@@ -152,23 +153,24 @@ def parse_envelope(
     expect: type | None = None,
     redact_secrets: Iterable[str] = (),
     now: Callable[[], float] = time.time,
+    on_undecodable: Callable[[int, str | None], None] | None = None,
 ) -> Any:
     """Return the ``data`` of a successful BlueKing answer, or raise the matching BkApiError.
 
     ``expect`` (``list``, ``dict``) is the type ``data`` must have; ``redact_secrets`` are masked
     in any server text copied into the exception; ``now`` (wall clock) resolves HTTP-date
-    ``Retry-After`` values. See the module docstring for the rules.
+    ``Retry-After`` values; ``on_undecodable(n, request_id)`` is told when ``n`` bytes of the body
+    were not valid UTF-8 (replaced by U+FFFD; the rest was read as sent). See the module
+    docstring for the rules.
     """
     secrets = tuple(redact_secrets)
     lower = {k.lower(): v for k, v in headers.items()}
     header_request_id = lower.get("x-bkapi-request-id") or lower.get("x-request-id") or None
     ok_status = 200 <= status < 300
 
-    try:
-        payload: Any = json.loads(body)
-        is_json = True
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        payload, is_json = None, False
+    decoded = decode_json(body)  # any depth; undecodable bytes replaced (U+FFFD) and counted
+    payload: Any = decoded.value
+    is_json = decoded.is_json
 
     obj: dict[str, Any] = payload if isinstance(payload, dict) else {}
     code = _as_int(obj.get("code"))
@@ -177,6 +179,8 @@ def parse_envelope(
     body_request_id = obj.get("request_id")
     request_id = body_request_id if isinstance(body_request_id, str) and body_request_id else None
     request_id = request_id or header_request_id
+    if decoded.replaced and decoded.is_json and on_undecodable is not None:
+        on_undecodable(decoded.replaced, request_id)
 
     def fail(cls: type[BkApiError], summary: str | None = None, bk_message: str | None = None) -> BkApiError:
         text = summary or _SUMMARIES[cls]

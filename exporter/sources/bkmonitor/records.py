@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from exporter.mapping.attributes import compact_json
 from exporter.mapping.ids import record_uid
 from exporter.model import FlowRecord
 from exporter.sources.base import FetchResult, Malformed
@@ -48,6 +49,8 @@ def _item_key(item: Any) -> str:
     """A stable identity of one item (for "log a malformed item once")."""
     try:
         text = json.dumps(item, sort_keys=True, default=str)
+    except RecursionError:  # nested deeper than the C encoder goes
+        text = compact_json(item)
     except (TypeError, ValueError):
         text = repr(item)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -132,15 +135,49 @@ def _text(item: dict[str, Any], key: str, *, required: bool = False) -> str:
     raise ValueError(f"{key} is a {type(value).__name__}, not a string")
 
 
+def _clean_text(text: str) -> str:
+    return _SURROGATE_RE.sub("\ufffd", text)
+
+
 def _clean(value: Any) -> Any:
-    """``value`` (a string or decoded JSON) with every lone surrogate replaced, keys included."""
+    """``value`` (a string or decoded JSON) with every lone surrogate replaced, keys included.
+
+    A copy built with an explicit stack, never by recursion: an ``extend_info`` nested thousands
+    deep is valid JSON, and must cost no more than its size (no ``RecursionError``).
+    """
     if isinstance(value, str):
-        return _SURROGATE_RE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
+        return _clean_text(value)
+    if not isinstance(value, (dict, list)):
+        return value
+    copies: dict[int, Any] = {}
+
+    def copy_of(item: Any) -> tuple[Any, bool]:
+        """The cleaned stand-in for ``item``, and whether it still has to be filled."""
+        if isinstance(item, str):
+            return _clean_text(item), False
+        if not isinstance(item, (dict, list)):
+            return item, False
+        known = copies.get(id(item))
+        if known is not None:  # shared (not possible in parsed JSON): one copy, filled once
+            return known, False
+        fresh: Any = {} if isinstance(item, dict) else []
+        copies[id(item)] = fresh
+        return fresh, True
+
+    root, _ = copy_of(value)
+    todo: list[tuple[Any, Any]] = [(value, root)]
+    while todo:
+        source, target = todo.pop()
+        pairs = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, child in pairs:
+            cleaned, to_fill = copy_of(child)
+            if isinstance(target, dict):
+                target[_clean_text(key) if isinstance(key, str) else key] = cleaned
+            else:
+                target.append(cleaned)
+            if to_fill:
+                todo.append((child, cleaned))
+    return root
 
 
 def parse_event_log(alarm_id: str, data: Sequence[Any], *, tz: tzinfo, observed_ns: int) -> ParseResult:

@@ -74,7 +74,8 @@ def retry_call(
     then ends with ``BkTransportError("client closed")``. ``subject`` (the alarm id) and the
     error's code and request id go into the DEBUG line logged per retry. The last error is
     raised unchanged; logging it is the caller's job. ``on_retry(attempt, delay, error)`` is
-    called before each wait.
+    called before each wait (the client logs a rate-limited WARNING there and counts the retry:
+    :mod:`exporter.sources.bkmonitor.report`).
     """
     number = 1
     while True:

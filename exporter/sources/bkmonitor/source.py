@@ -153,6 +153,12 @@ class BkMonitorSource:
                 return found  # only reachable when a 1-second window holds > 10,000 alarms
             page += 1
 
+    def stop(self) -> None:
+        """Shutdown has begun: wake the client's backoff sleeps (the calls in them give up)."""
+        stop = getattr(self.api, "stop", None)
+        if callable(stop):
+            stop()
+
     def close(self) -> None:
         close = getattr(self.api, "close", None)
         if callable(close):
