@@ -117,7 +117,9 @@ class App:
         self.stop = threading.Event()
         poll_interval = config.poll.interval
         self.metrics = metrics or Metrics(
-            poll_stale_after=max(300.0, 3 * poll_interval), export_stale_after=max(300.0, 3 * poll_interval)
+            poll_stale_after=max(300.0, 3 * poll_interval),
+            export_stale_after=max(300.0, 3 * poll_interval),
+            outbox_capacity=config.state.max_queued_records,
         )
         self.store = store or open_store(
             config.state.path,

@@ -14,8 +14,9 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_polls_total{outcome}                      [counter] poll cycles; outcome ok | error
     bk_otel_poll_duration_seconds                     [histogram] duration of one poll cycle
     bk_otel_alarm_polls_total                         [counter] event-log reads (alarms polled)
-    bk_otel_api_requests_total{endpoint,outcome}      [counter] BlueKing API requests (each attempt)
-    bk_otel_api_request_duration_seconds{endpoint}    [histogram] BlueKing API latency
+    bk_otel_api_requests_total{api_endpoint,outcome}  [counter] BlueKing API requests (each attempt)
+    bk_otel_api_request_duration_seconds{api_endpoint} [histogram] BlueKing API latency
+    bk_otel_api_retries_total{endpoint,code}          [counter] retried BlueKing errors, by error code
     bk_otel_records_fetched_total                     [counter] records get_event_log returned
     bk_otel_records_enqueued_total                    [counter] new records put in the outbox
     bk_otel_records_skipped_total{reason}             [counter] records dropped: malformed, overflow
@@ -24,18 +25,26 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_export_attempts_total{signal,outcome}     [counter] OTLP export calls; ok | error
     bk_otel_export_duration_seconds{signal}           [histogram] duration of one OTLP export call
     bk_otel_outbox_depth                              [gauge] records waiting (parked excluded)
+    bk_otel_outbox_capacity                           [gauge] state.max_queued_records (the cap)
     bk_otel_outbox_oldest_age_seconds                 [gauge] age of the oldest waiting record
     bk_otel_outbox_parked                             [gauge] records currently parked
     bk_otel_alarms_followed                           [gauge] alarms whose event log is read
     bk_otel_last_successful_poll_timestamp_seconds    [gauge] Unix time; 0 = never
     bk_otel_last_successful_export_timestamp_seconds  [gauge] Unix time; 0 = never
 
-``endpoint`` is the BlueKing API name (``get_event_log``, ``search_alert``); the API ``outcome`` is
-whatever the client reports (``ok``, ``error``, ``retry``, ``auth``, ``rate_limited``, ...: keep
-it a short fixed vocabulary). ``records_skipped`` reasons ``malformed`` and ``overflow`` (outbox
-full) and both signals are exported at 0 from the start.
+``api_endpoint`` is the BlueKing API name (``get_event_log``, ``search_alert``): not ``endpoint``,
+which the Prometheus Operator sets as a target label of its own (ours would become
+``exported_endpoint``). The API ``outcome`` is whatever the client reports (``ok``, ``error``,
+``retry``, ``auth``, ``rate_limited``, ...: keep it a short fixed vocabulary). ``records_skipped``
+reasons ``malformed`` and ``overflow`` (outbox full) and both signals are exported at 0 from the
+start.
 
-Counters also expose the client library's usual ``*_created`` series.
+The registry also holds the client library's ``process_*`` (CPU, memory, file descriptors, start
+time) and ``python_*`` (version, garbage collector) collectors. No ``*_created`` series are
+exposed: they double the number of series and no query of ours reads them.
+
+:meth:`Metrics.progress` is a plain reading of a few counters for ``once``'s progress line
+(:mod:`exporter.progress`): it is not exposed.
 
 Liveness (``/healthz``): the process answers and the scheduler is running.
 
@@ -58,16 +67,29 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 
-__all__ = ["METRIC_NAMES", "Metrics"]
+__all__ = ["METRIC_NAMES", "Metrics", "Progress"]
+
+# Process-wide switch of the client library: counters and histograms expose no ``*_created``.
+disable_created_metrics()
 
 #: Every metric family name as it appears in the text exposition (counters with ``_total``).
 METRIC_NAMES: tuple[str, ...] = (
@@ -80,6 +102,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "bk_otel_alarm_polls_total",
     "bk_otel_api_requests_total",
     "bk_otel_api_request_duration_seconds",
+    "bk_otel_api_retries_total",
     "bk_otel_records_fetched_total",
     "bk_otel_records_enqueued_total",
     "bk_otel_records_skipped_total",
@@ -88,6 +111,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "bk_otel_export_attempts_total",
     "bk_otel_export_duration_seconds",
     "bk_otel_outbox_depth",
+    "bk_otel_outbox_capacity",
     "bk_otel_outbox_oldest_age_seconds",
     "bk_otel_outbox_parked",
     "bk_otel_alarms_followed",
@@ -99,6 +123,18 @@ _SIGNALS = ("logs", "spans")
 _SKIP_REASONS = ("malformed", "overflow")
 _API_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CYCLE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A reading of :meth:`Metrics.progress`: counts since the process started."""
+
+    alarms_followed: int  # the last count of followed alarms (after discovery)
+    alarms_read: int  # event logs read successfully
+    records_read: int  # records those reads returned (new or already seen)
+    records_new: int  # new records put in the outbox
+    records_exported: int  # records the backend acknowledged
+    outbox_depth: int  # records waiting, as last published
 
 
 class Metrics:
@@ -115,6 +151,7 @@ class Metrics:
         clock: Callable[[], float] = time.time,
         poll_stale_after: float = 300.0,
         export_stale_after: float = 300.0,
+        outbox_capacity: int = 1_000_000,
     ) -> None:
         self._clock = clock
         self.poll_stale_after = float(poll_stale_after)
@@ -131,6 +168,7 @@ class Metrics:
         self._last_export_failed: float | None = None
         self._outbox_depth = 0
         self._outbox_nonempty_since: float | None = None
+        self._followed = self._read = self._records_read = self._records_new = self._records_sent = 0
 
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -145,15 +183,21 @@ class Metrics:
         )
         self._api_requests = Counter(
             "bk_otel_api_requests",
-            "BlueKing API requests, by endpoint (API name) and outcome.",
-            ["endpoint", "outcome"],
+            "BlueKing API requests, by api_endpoint (API name) and outcome.",
+            ["api_endpoint", "outcome"],
             registry=r,
         )
         self._api_seconds = Histogram(
             "bk_otel_api_request_duration_seconds",
-            "BlueKing API request latency, by endpoint.",
-            ["endpoint"],
+            "BlueKing API request latency, by api_endpoint.",
+            ["api_endpoint"],
             buckets=_API_BUCKETS,
+            registry=r,
+        )
+        self._api_retries = Counter(
+            "bk_otel_api_retries",
+            "BlueKing API errors that were retried, by endpoint (API name) and BlueKing error code.",
+            ["endpoint", "code"],
             registry=r,
         )
         self._fetched = Counter(
@@ -194,6 +238,12 @@ class Metrics:
         self._outbox_depth_g = Gauge(
             "bk_otel_outbox_depth", "Records waiting for delivery (parked excluded).", registry=r
         )
+        self._outbox_capacity_g = Gauge(
+            "bk_otel_outbox_capacity",
+            "The outbox cap (state.max_queued_records): beyond it new records stay in BlueKing.",
+            registry=r,
+        )
+        self._outbox_capacity_g.set(outbox_capacity)
         self._outbox_age_g = Gauge(
             "bk_otel_outbox_oldest_age_seconds", "Age of the oldest waiting record; 0 when empty.", registry=r
         )
@@ -220,13 +270,15 @@ class Metrics:
         for reason in _SKIP_REASONS:
             self._skipped.labels(reason=reason)
         r.register(_StatusCollector(self))
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
 
     # -- reported by the pipeline and the scheduler -------------------------------------------------
 
     def api_request(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One BlueKing API request finished (each retry attempt counts as one request)."""
-        self._api_requests.labels(endpoint=endpoint, outcome=outcome).inc()
-        self._api_seconds.labels(endpoint=endpoint).observe(max(0.0, seconds))
+        self._api_requests.labels(api_endpoint=endpoint, outcome=outcome).inc()
+        self._api_seconds.labels(api_endpoint=endpoint).observe(max(0.0, seconds))
 
     def poll_cycle(self, *, ok: bool, alarms_polled: int, seconds: float) -> None:
         """One poll cycle finished. Report every cycle, also one with nothing to poll."""
@@ -243,12 +295,22 @@ class Metrics:
         if ok:
             self._last_poll_g.set(now)
 
+    def api_retry(self, endpoint: str, code: str) -> None:
+        """A BlueKing API error (``code``: its error code, or the HTTP status) that will be retried."""
+        self._api_retries.labels(endpoint=endpoint, code=code).inc()
+
     def records_fetched(self, n: int) -> None:
+        """One alarm's event log was read: ``n`` records (new or already seen)."""
+        with self._lock:
+            self._read += 1
+            self._records_read += max(0, n)
         if n > 0:
             self._fetched.inc(n)
 
     def records_enqueued(self, n: int) -> None:
         if n > 0:
+            with self._lock:
+                self._records_new += n
             self._enqueued.inc(n)
 
     def records_skipped(self, n: int, reason: str) -> None:
@@ -257,6 +319,8 @@ class Metrics:
 
     def records_exported(self, n: int, signal: str) -> None:
         if n > 0:
+            with self._lock:
+                self._records_sent += n
             self._exported.labels(signal=signal).inc(n)
 
     def records_parked(self, n: int, signal: str) -> None:
@@ -290,6 +354,8 @@ class Metrics:
             self._outbox_depth = depth
 
     def set_alarms_followed(self, n: int) -> None:
+        with self._lock:
+            self._followed = max(0, n)
         self._alarms_followed.set(max(0, n))
 
     def auth_failure(self, message: str | None) -> None:
@@ -303,7 +369,20 @@ class Metrics:
                 self._scheduler_since = self._clock()
             self._scheduler_running = running
 
-    # -- read by the health server ------------------------------------------------------------------
+    # -- read by the health server and by ``once``'s progress line -----------------------------------
+
+    def progress(self) -> Progress:
+        """What this process did so far (since the Metrics was made), for a progress line."""
+        with self._lock:
+            return Progress(
+                alarms_followed=self._followed,
+                alarms_read=self._read,
+                records_read=self._records_read,
+                records_new=self._records_new,
+                records_exported=self._records_sent,
+                outbox_depth=self._outbox_depth,
+            )
+
 
     def live(self) -> tuple[bool, dict[str, Any]]:
         """``(alive, details)``: alive while the scheduler is running."""
