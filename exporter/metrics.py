@@ -67,8 +67,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -382,7 +382,6 @@ class Metrics:
                 records_exported=self._records_sent,
                 outbox_depth=self._outbox_depth,
             )
-
 
     def live(self) -> tuple[bool, dict[str, Any]]:
         """``(alive, details)``: alive while the scheduler is running."""

@@ -37,7 +37,11 @@ def service_name(export: dict[str, Any] | None, env: dict[str, str]) -> tuple[st
             {"OTEL_RESOURCE_ATTRIBUTES": "service.name=env-attrs"},
             "file-attrs",  # the file's attributes win over the variable's, as for every key
         ),
-        ({"service_name": "file-name"}, {"OTEL_SERVICE_NAME": "v", "OTEL_RESOURCE_ATTRIBUTES": "service.name=a"}, "file-name"),
+        (
+            {"service_name": "file-name"},
+            {"OTEL_SERVICE_NAME": "v", "OTEL_RESOURCE_ATTRIBUTES": "service.name=a"},
+            "file-name",
+        ),
         (
             {"service_name": "file-name", "resource_attributes": {"service.name": "file-attrs"}},
             {},
