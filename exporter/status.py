@@ -160,7 +160,7 @@ def judge_status(status: dict[str, Any], *, max_age: float, now: float | None = 
         reasons.append(f"oldest queued record {oldest:.0f}s old (limit {max_age:.0f}s), {outbox['queued']} queued")
     if outbox["parked"]:
         reasons.append(
-            f"{outbox['parked']} records parked (refused by the backend; `requeue --parked` sends them again)"
+            f"{outbox['parked']} records parked (refused by the backend: `requeue --parked` sends them again)"
         )
     summary = f"{alarms['followed']} alarms followed, {outbox['queued']} records queued, none parked"
     return Verdict(healthy=not reasons, reasons=reasons, summary=summary)
