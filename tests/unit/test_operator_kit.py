@@ -285,3 +285,27 @@ def test_the_scripts_quote_what_the_shells_would_misread() -> None:
     assert "'--level[the \\[level\\]\\: a or b]:value:(a b)'" in zsh
     assert "'(--config -c)'{--config,-c}'[it'\\''s a file]:value:_files'" in zsh
     assert "'1:name:(bash zsh)'" in zsh
+
+
+# -- metrics hygiene --------------------------------------------------------------------------------------
+
+
+def test_the_exposition_has_process_and_python_series_a_capacity_and_no_created() -> None:
+    metrics = Metrics(outbox_capacity=5000)
+    metrics.api_request("get_event_log", "ok", 0.1)
+    metrics.records_exported(3, "logs")
+    text = metrics.render()[0].decode()
+    assert not re.search(r"^\w+_created[ {]", text, re.M)
+    for family in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "python_info",
+        "python_gc_objects_collected_total",
+    ):
+        assert re.search(rf"^{family}[ {{]", text, re.M), family
+    assert "bk_otel_outbox_capacity 5000.0" in text
+    assert 'bk_otel_api_requests_total{api_endpoint="get_event_log",outcome="ok"} 1.0' in text
+    assert 'endpoint="get_event_log",outcome' not in text.replace("api_endpoint", "")
+    assert "# TYPE bk_otel_api_retries_total counter" in text
+    metrics.api_retry("get_event_log", "1306201")
+    assert 'bk_otel_api_retries_total{code="1306201",endpoint="get_event_log"} 1.0' in metrics.render()[0].decode()
