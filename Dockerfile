@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # bk-otel-exporter container image.
 #
-#   docker build -t bk-otel-exporter .
+#   docker build -t bk-otel-exporter \
+#     --build-arg VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')" \
+#     --build-arg REVISION="$(git rev-parse HEAD)" .
 #   docker run -d --name bk-otel-exporter \
 #     -e BK_BASE_URL=https://paas.example.com -e BK_APP_CODE=my-app -e BK_APP_SECRET=... \
 #     -e BK_ALARM_IDS=1234,5678 -e OTEL_EXPORTER_OTLP_ENDPOINT=http://otelcol:4317 \
@@ -39,9 +41,16 @@ RUN pip install --no-cache-dir --no-deps . \
 # ---- runtime: the virtualenv, a non-root user, nothing else ------------------------------------
 FROM ${PYTHON_IMAGE}
 
+# OCI annotations: what the image is, which version, built from which commit of which repository.
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/bk-otel-exporter/bk-otel-exporter
 LABEL org.opencontainers.image.title="bk-otel-exporter" \
       org.opencontainers.image.description="BlueKing Monitor alarm flow records to OpenTelemetry over OTLP" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 RUN groupadd --system --gid 10001 bkotel \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \

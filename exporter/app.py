@@ -119,7 +119,9 @@ class App:
         self.stop = threading.Event()
         poll_interval = config.poll.interval
         self.metrics = metrics or Metrics(
-            poll_stale_after=max(300.0, 3 * poll_interval), export_stale_after=max(300.0, 3 * poll_interval)
+            poll_stale_after=max(300.0, 3 * poll_interval),
+            export_stale_after=max(300.0, 3 * poll_interval),
+            outbox_capacity=config.state.max_queued_records,
         )
         self.store = store or open_store(
             config.state.path,
@@ -311,16 +313,33 @@ class App:
             self.store.set_meta("last_export_ok", str(self.clock()))
         return report
 
-    def run_once(self, *, since: float | None = None) -> OnceReport:
+    def run_once(self, *, since: float | None = None, on_phase: Callable[[str, int], None] | None = None) -> OnceReport:
         """``once``: follow the configured alarms (and discover, looking back ``since`` seconds when
-        given), poll all of them, export everything pending."""
+        given), poll all of them, export everything pending.
+
+        The export goes on while it makes progress: it stops when the outbox is empty, the backend
+        fails, or a window of ``max(30 s, 3 × export.timeout)`` passes without a batch delivered.
+        ``on_phase(name, total)`` is told when ``discovering``, ``polling`` (total: alarms
+        followed) and ``exporting`` (total: records queued) begin, for a progress line.
+        """
+        phase = on_phase or (lambda name, total: None)
         self.sync_configured_alarms()
+        phase("discovering", 0)
         found = self.discover(since=since)
+        phase("polling", len(self.store.list_alarms()))
         cycle = self.poll(force=True)
         if found is not None and found.error:
             cycle.errors.append(found.error)
             cycle.failed += 1
-        drain = self.send(force=True, deadline=self.clock() + max(30.0, self.config.export.timeout * 3))
+        phase("exporting", self.queued())
+        window = max(30.0, self.config.export.timeout * 3)
+        drain = DrainReport()
+        while True:
+            part = self.send(force=True, deadline=self.clock() + window)
+            drain.exported, drain.parked = drain.exported + part.exported, drain.parked + part.parked
+            drain.failed = drain.failed or part.failed
+            if part.failed or not (part.exported or part.parked) or self.stop.is_set() or not self.queued():
+                break
         return OnceReport(cycle=cycle, drain=drain, queued=self.queued(exported_only=True))
 
     def request_stop(self) -> None:

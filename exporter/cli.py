@@ -1,7 +1,8 @@
 """The command line: argparse commands -> exit codes. The one place that turns errors into messages.
 
-Exit codes: 0 success; 1 a fatal start-up error, or (``once``) records not delivered; 2 a bad
-configuration. Heavy modules are imported inside the commands so ``--version`` stays fast.
+Exit codes: 0 success; 1 a fatal start-up error, or (``once``) records not delivered, or
+(``status --check``) degraded; 2 a bad configuration (or a bad command line). Heavy modules are
+imported inside the commands so ``--version`` stays fast.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Poll BlueKing Monitor alarm flow records and ship them as OpenTelemetry logs/spans over OTLP.",
     )
     parser.add_argument("--version", action="version", version=f"bk-otel-exporter {__version__}")
+    _logging_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="config file (default: $BK_OTEL_EXPORTER_CONFIG, else /etc/bk-otel-exporter/config.yaml)",
         )
+        _logging_flags(p, argparse.SUPPRESS)  # after the command too; SUPPRESS keeps a global one
         return p
 
     with_config(sub.add_parser("run", help="run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)"))
@@ -62,13 +65,41 @@ def _parser() -> argparse.ArgumentParser:
     purge = with_config(sub.add_parser("purge", help="delete the queued (or parked) records of one signal"))
     purge.add_argument("--signal", metavar="S", required=True, help="the signal whose records go (logs or spans)")
     purge.add_argument("--parked", action="store_true", help="delete its parked records instead of its queued ones")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="judge it: exit 0 healthy, 1 degraded (one line says why), 2 bad config",
+    )
+    status.add_argument(
+        "--max-age",
+        metavar="DURATION",
+        default="15m",
+        help="with --check: degraded when the oldest queued record or the last successful poll is older (15m)",
+    )
     demo = sub.add_parser("demo", help="run the whole pipeline against the built-in BlueKing simulator")
     demo.add_argument("--endpoint", metavar="URL", help="also ship the records to this OTLP endpoint")
     demo.add_argument("--protocol", choices=["grpc", "http/protobuf"], default="grpc", help="with --endpoint")
     demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="how long the story runs")
     plugins = sub.add_parser("plugins", help="list installed sources, mappers and sinks, with versions")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
     return parser
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _logging_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    """``--log-level`` and ``--log-format``: override ``logging.*`` of the config for this run."""
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=default,
+        help="override logging.level for this run",
+    )
+    p.add_argument("--log-format", choices=["text", "json"], default=default, help="override logging.format")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "purge": _cmd_purge,
         "demo": _cmd_demo,
         "plugins": _cmd_plugins,
+        "completion": _cmd_completion,
     }
     try:
         return handlers[command](args)
@@ -106,10 +138,13 @@ def _load(args: argparse.Namespace) -> Config | None:
         return None
 
 
-def _setup_logging(config: Config) -> None:
+def _setup_logging(config: Config, args: argparse.Namespace) -> None:
+    """Logging as the config says, or as ``--log-level``/``--log-format`` say for this run."""
     from exporter.logsetup import setup_logging
 
-    setup_logging(config.logging.level, config.logging.format, secrets=config.secrets())
+    level = getattr(args, "log_level", None) or config.logging.level
+    fmt = getattr(args, "log_format", None) or config.logging.format
+    setup_logging(level, fmt, secrets=config.secrets())
 
 
 def _fatal(exc: BaseException) -> int:
@@ -133,14 +168,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
-    _setup_logging(config)
+    _setup_logging(config, args)
     from exporter.errors import ExporterError
     from exporter.logsetup import add_secrets
     from exporter.scheduler import Daemon
 
     def on_reload(new: Config) -> None:
         add_secrets(new.secrets())
-        _setup_logging(new)
+        _setup_logging(new, args)
 
     try:
         daemon = Daemon(config, config_path=args.config, on_reload=on_reload)
@@ -162,16 +197,18 @@ def _cmd_once(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--since: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-    _setup_logging(config)
+    _setup_logging(config, args)
     from exporter.app import App
     from exporter.errors import ExporterError
+    from exporter.progress import ProgressReporter
 
     try:
         app = App(config)
     except (ExporterError, OSError) as exc:
         return _fatal(exc)
     try:
-        report = app.run_once(since=since)
+        with ProgressReporter(app.metrics.progress, sys.stderr) as progress:
+            report = app.run_once(since=since, on_phase=progress.phase)
     finally:
         app.close()
     log.info(
@@ -190,14 +227,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
+    from exporter.config import parse_duration
     from exporter.errors import ExporterError
-    from exporter.status import collect_status, render_status
+    from exporter.status import collect_status, judge_status, render_status
 
+    try:
+        max_age = parse_duration(args.max_age)
+    except ValueError as exc:
+        print(f"--max-age: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         status = collect_status(config)
     except (ExporterError, OSError) as exc:
         print(f"bk-otel-exporter: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    if args.check:
+        verdict = judge_status(status, max_age=max_age)
+        if args.json:
+            status["check"] = {"healthy": verdict.healthy, "reasons": verdict.reasons}
+            sys.stdout.write(json.dumps(status, indent=2, sort_keys=True) + "\n")
+        else:
+            print(verdict.line())
+        return EXIT_OK if verdict.healthy else EXIT_FAIL
     sys.stdout.write(json.dumps(status, indent=2, sort_keys=True) + "\n" if args.json else render_status(status))
     return EXIT_OK
 
@@ -314,4 +365,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         dist = f"{row['distribution']} {row['version']}"
         about = row["description"] if row["status"] == "ok" else f"BROKEN: {row['status']}"
         print(f"{row['kind']:<6}  {row['name']:<{width}}  {dist:<{dist_width}}  {about}")
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from exporter.completion import completion_script
+
+    sys.stdout.write(completion_script(_parser(), args.shell))
     return EXIT_OK

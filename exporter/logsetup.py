@@ -19,6 +19,16 @@ JSON (``logging.format: json``), one object per line, keys in this order::
 when their key is in :data:`EXTRA_KEYS` or starts with ``bk_``; values that are not JSON types are
 rendered with ``str()``.
 
+journald: when ``$JOURNAL_STREAM`` names the device and inode of the stream we write to (systemd
+sets it for a service whose stderr goes to the journal), every line starts with the sd-daemon(3)
+priority prefix (``<3>`` ERROR, ``<4>`` WARNING, ``<6>`` INFO, ``<7>`` DEBUG, ``<2>`` CRITICAL)
+and text lines carry no timestamp of their own (the journal has one)::
+
+    <4>WARNING exporter.pipeline: get_event_log failed for 2 of 12 alarms this cycle
+
+Every line of a traceback gets the prefix too, so ``journalctl -p warning`` shows it whole. JSON
+lines keep their ``ts`` (a stable key of the format) and get the prefix.
+
 Secrets: every value registered through ``setup_logging(secrets=...)`` or :func:`add_secrets` is
 replaced with ``***`` in the message, its arguments, ``extra`` values and the traceback text, in
 every handler's output (defence in depth: the code should not log secrets in the first place).
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -46,6 +57,8 @@ __all__ = [
     "RedactingFilter",
     "TextFormatter",
     "add_secrets",
+    "journal_priority",
+    "journal_stream",
     "redact",
     "setup_logging",
 ]
@@ -142,10 +155,19 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-26T21:40:00.123Z INFO exporter.pipeline: message``, traceback on the following lines."""
+    """``2026-11-26T21:40:00.123Z INFO exporter.pipeline: message``, traceback on the following lines.
+
+    ``timestamps=False`` leaves the time out (for the journal, which stamps every line itself).
+    """
+
+    def __init__(self, *, timestamps: bool = True) -> None:
+        super().__init__()
+        self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if self.timestamps:
+            line = f"{_timestamp(record)} {line}"
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -195,6 +217,44 @@ def _json_value(value: Any) -> Any:
     return _SECRETS.redact(str(value))
 
 
+def journal_priority(levelno: int) -> int:
+    """The syslog priority of a Python level: CRITICAL 2, ERROR 3, WARNING 4, INFO 6, DEBUG 7."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def journal_stream(stream: IO[str], env: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` is the journal: ``$JOURNAL_STREAM`` (``device:inode``, decimal) names it."""
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    device, sep, inode = value.partition(":")
+    if not sep or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a StringIO), or closed
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
+class JournalFormatter(logging.Formatter):
+    """Wraps a formatter: every line of its output starts with the ``<N>`` priority prefix."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{journal_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
 def _parse_level(level: str | int) -> int:
     if isinstance(level, int):
         return level
@@ -212,23 +272,30 @@ def setup_logging(
     *,
     secrets: Iterable[str | None] = (),
     stream: IO[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Configure logging to ``stream`` (default: stderr) in ``fmt`` ``"text"`` or ``"json"``.
 
     ``level`` applies to the ``exporter`` loggers; :data:`QUIET_LOGGERS` stay at WARNING. ``secrets``
-    are added to the redaction set (see :func:`add_secrets`). Idempotent: a second call replaces the
-    handler installed by the first. Raises ``ValueError`` for an unknown level or format.
+    are added to the redaction set (see :func:`add_secrets`). When ``env``'s (default: the process
+    environment) ``JOURNAL_STREAM`` names ``stream``, lines get the journal's priority prefix. Idempotent:
+    a second call replaces the handler installed by the first. Raises ``ValueError`` for an unknown
+    level or format.
     """
     numeric = _parse_level(level)
+    out = sys.stderr if stream is None else stream
+    journal = journal_stream(out, env)
     if fmt == "text":
-        formatter: logging.Formatter = TextFormatter()
+        formatter: logging.Formatter = TextFormatter(timestamps=not journal)
     elif fmt == "json":
         formatter = JsonFormatter()
     else:
         raise ValueError(f"unknown log format {fmt!r} (text, json)")
+    if journal:
+        formatter = JournalFormatter(formatter)
     add_secrets(secrets)
 
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter())
     setattr(handler, _HANDLER_MARK, True)

@@ -14,10 +14,10 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_polls_total{outcome}                      [counter] poll cycles; outcome ok | error
     bk_otel_poll_duration_seconds                     [histogram] duration of one poll cycle
     bk_otel_alarm_polls_total                         [counter] event-log reads (alarms polled)
-    bk_otel_api_requests_total{endpoint,outcome}      [counter] BlueKing API requests (each attempt)
-    bk_otel_api_request_duration_seconds{endpoint}    [histogram] BlueKing API latency
-    bk_otel_api_retries_total{endpoint,code}          [counter] retried BlueKing failures, by code label
-    bk_otel_api_undecodable_bytes_total{endpoint}     [counter] answer bytes that were not UTF-8 (replaced)
+    bk_otel_api_requests_total{api_endpoint,outcome}  [counter] BlueKing API requests (each attempt)
+    bk_otel_api_request_duration_seconds{api_endpoint} [histogram] BlueKing API latency
+    bk_otel_api_retries_total{api_endpoint,code}      [counter] retried BlueKing failures, by code label
+    bk_otel_api_undecodable_bytes_total{api_endpoint} [counter] answer bytes that were not UTF-8 (replaced)
     bk_otel_records_fetched_total                     [counter] records get_event_log returned
     bk_otel_records_enqueued_total                    [counter] new records put in the outbox
     bk_otel_records_skipped_total{reason}             [counter] records dropped: malformed, overflow
@@ -26,20 +26,27 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_export_attempts_total{signal,outcome}     [counter] OTLP export calls; ok | error
     bk_otel_export_duration_seconds{signal}           [histogram] duration of one OTLP export call
     bk_otel_outbox_depth                              [gauge] records waiting (parked excluded)
+    bk_otel_outbox_capacity                           [gauge] state.max_queued_records (the cap)
     bk_otel_outbox_oldest_age_seconds                 [gauge] age of the oldest waiting record
     bk_otel_outbox_parked                             [gauge] records currently parked
     bk_otel_alarms_followed                           [gauge] alarms whose event log is read
     bk_otel_last_successful_poll_timestamp_seconds    [gauge] Unix time; 0 = never
     bk_otel_last_successful_export_timestamp_seconds  [gauge] Unix time; 0 = never
 
-``endpoint`` is the BlueKing API name (``get_event_log``, ``search_alert``); the API ``outcome`` is
-whatever the client reports (``ok``, ``error``, ``retry``, ``auth``, ``rate_limited``, ...: keep
-it a short fixed vocabulary). The retries' ``code`` is a bounded label too: a BlueKing code the
-client knows, ``other``, ``http_<status>`` or ``transport``
-(:func:`exporter.sources.bkmonitor.report.code_label`). ``records_skipped`` reasons
+``api_endpoint`` is the BlueKing API name (``get_event_log``, ``search_alert``): not ``endpoint``,
+which the Prometheus Operator sets as a target label of its own (ours would become
+``exported_endpoint``). The API ``outcome`` is whatever the client reports (``ok``, ``error``,
+``retry``, ``auth``, ``rate_limited``, ...: keep it a short fixed vocabulary). The retries'
+``code`` is a bounded label too: a BlueKing code the client knows, ``other``, ``http_<status>`` or
+``transport`` (:func:`exporter.sources.bkmonitor.report.code_label`). ``records_skipped`` reasons
 ``malformed`` and ``overflow`` (outbox full) and both signals are exported at 0 from the start.
 
-Counters also expose the client library's usual ``*_created`` series.
+The registry also holds the client library's ``process_*`` (CPU, memory, file descriptors, start
+time) and ``python_*`` (version, garbage collector) collectors. No ``*_created`` series are
+exposed: they double the number of series and no query of ours reads them.
+
+:meth:`Metrics.progress` is a plain reading of a few counters for ``once``'s progress line
+(:mod:`exporter.progress`): it is not exposed.
 
 Liveness (``/healthz``): the process answers and the scheduler is running.
 
@@ -63,15 +70,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 
-__all__ = ["METRIC_NAMES", "Metrics"]
+__all__ = ["METRIC_NAMES", "Metrics", "Progress"]
+
+# Process-wide switch of the client library: counters and histograms expose no ``*_created``.
+disable_created_metrics()
 
 #: Every metric family name as it appears in the text exposition (counters with ``_total``).
 METRIC_NAMES: tuple[str, ...] = (
@@ -94,6 +114,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "bk_otel_export_attempts_total",
     "bk_otel_export_duration_seconds",
     "bk_otel_outbox_depth",
+    "bk_otel_outbox_capacity",
     "bk_otel_outbox_oldest_age_seconds",
     "bk_otel_outbox_parked",
     "bk_otel_alarms_followed",
@@ -105,6 +126,18 @@ _SIGNALS = ("logs", "spans")
 _SKIP_REASONS = ("malformed", "overflow")
 _API_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CYCLE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A reading of :meth:`Metrics.progress`: counts since the process started."""
+
+    alarms_followed: int  # the last count of followed alarms (after discovery)
+    alarms_read: int  # event logs read successfully
+    records_read: int  # records those reads returned (new or already seen)
+    records_new: int  # new records put in the outbox
+    records_exported: int  # records the backend acknowledged
+    outbox_depth: int  # records waiting, as last published
 
 
 class Metrics:
@@ -121,6 +154,7 @@ class Metrics:
         clock: Callable[[], float] = time.time,
         poll_stale_after: float = 300.0,
         export_stale_after: float = 300.0,
+        outbox_capacity: int = 1_000_000,
     ) -> None:
         self._clock = clock
         self.poll_stale_after = float(poll_stale_after)
@@ -137,6 +171,7 @@ class Metrics:
         self._last_export_failed: float | None = None
         self._outbox_depth = 0
         self._outbox_nonempty_since: float | None = None
+        self._followed = self._read = self._records_read = self._records_new = self._records_sent = 0
 
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -151,27 +186,27 @@ class Metrics:
         )
         self._api_requests = Counter(
             "bk_otel_api_requests",
-            "BlueKing API requests, by endpoint (API name) and outcome.",
-            ["endpoint", "outcome"],
+            "BlueKing API requests, by api_endpoint (API name) and outcome.",
+            ["api_endpoint", "outcome"],
             registry=r,
         )
         self._api_seconds = Histogram(
             "bk_otel_api_request_duration_seconds",
-            "BlueKing API request latency, by endpoint.",
-            ["endpoint"],
+            "BlueKing API request latency, by api_endpoint.",
+            ["api_endpoint"],
             buckets=_API_BUCKETS,
             registry=r,
         )
         self._api_retries = Counter(
             "bk_otel_api_retries",
             "Retried BlueKing failures, by endpoint and code (a known BlueKing code, other, http_<status>, transport).",
-            ["endpoint", "code"],
+            ["api_endpoint", "code"],
             registry=r,
         )
         self._api_undecodable = Counter(
             "bk_otel_api_undecodable_bytes",
             "Bytes of BlueKing answers that were not UTF-8 (replaced by U+FFFD), by endpoint.",
-            ["endpoint"],
+            ["api_endpoint"],
             registry=r,
         )
         self._activity_listeners: list[Callable[[str, str], None]] = []
@@ -213,6 +248,12 @@ class Metrics:
         self._outbox_depth_g = Gauge(
             "bk_otel_outbox_depth", "Records waiting for delivery (parked excluded).", registry=r
         )
+        self._outbox_capacity_g = Gauge(
+            "bk_otel_outbox_capacity",
+            "The outbox cap (state.max_queued_records): beyond it new records stay in BlueKing.",
+            registry=r,
+        )
+        self._outbox_capacity_g.set(outbox_capacity)
         self._outbox_age_g = Gauge(
             "bk_otel_outbox_oldest_age_seconds", "Age of the oldest waiting record; 0 when empty.", registry=r
         )
@@ -239,23 +280,25 @@ class Metrics:
         for reason in _SKIP_REASONS:
             self._skipped.labels(reason=reason)
         r.register(_StatusCollector(self))
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
 
     # -- reported by the pipeline and the scheduler -------------------------------------------------
 
     def api_request(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One BlueKing API request finished (each retry attempt counts as one request)."""
-        self._api_requests.labels(endpoint=endpoint, outcome=outcome).inc()
-        self._api_seconds.labels(endpoint=endpoint).observe(max(0.0, seconds))
+        self._api_requests.labels(api_endpoint=endpoint, outcome=outcome).inc()
+        self._api_seconds.labels(api_endpoint=endpoint).observe(max(0.0, seconds))
         self._activity("api_request", endpoint)
 
     def api_retry(self, endpoint: str, code: str) -> None:
         """A BlueKing failure is being retried; ``code`` is a bounded label (see the module docstring)."""
-        self._api_retries.labels(endpoint=endpoint, code=code).inc()
+        self._api_retries.labels(api_endpoint=endpoint, code=code).inc()
 
     def api_undecodable(self, endpoint: str, n: int) -> None:
         """An answer held ``n`` bytes that were not UTF-8 (replaced; the rest of it was used)."""
         if n > 0:
-            self._api_undecodable.labels(endpoint=endpoint).inc(n)
+            self._api_undecodable.labels(api_endpoint=endpoint).inc(n)
 
     def on_activity(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(event, detail)`` whenever work completes a step: ``("api_request",
@@ -283,11 +326,17 @@ class Metrics:
             self._last_poll_g.set(now)
 
     def records_fetched(self, n: int) -> None:
+        """One alarm's event log was read: ``n`` records (new or already seen)."""
+        with self._lock:
+            self._read += 1
+            self._records_read += max(0, n)
         if n > 0:
             self._fetched.inc(n)
 
     def records_enqueued(self, n: int) -> None:
         if n > 0:
+            with self._lock:
+                self._records_new += n
             self._enqueued.inc(n)
 
     def records_skipped(self, n: int, reason: str) -> None:
@@ -296,6 +345,8 @@ class Metrics:
 
     def records_exported(self, n: int, signal: str) -> None:
         if n > 0:
+            with self._lock:
+                self._records_sent += n
             self._exported.labels(signal=signal).inc(n)
 
     def records_parked(self, n: int, signal: str) -> None:
@@ -330,6 +381,8 @@ class Metrics:
             self._outbox_depth = depth
 
     def set_alarms_followed(self, n: int) -> None:
+        with self._lock:
+            self._followed = max(0, n)
         self._alarms_followed.set(max(0, n))
 
     def auth_failure(self, message: str | None) -> None:
@@ -343,7 +396,19 @@ class Metrics:
                 self._scheduler_since = self._clock()
             self._scheduler_running = running
 
-    # -- read by the health server ------------------------------------------------------------------
+    # -- read by the health server and by ``once``'s progress line -----------------------------------
+
+    def progress(self) -> Progress:
+        """What this process did so far (since the Metrics was made), for a progress line."""
+        with self._lock:
+            return Progress(
+                alarms_followed=self._followed,
+                alarms_read=self._read,
+                records_read=self._records_read,
+                records_new=self._records_new,
+                records_exported=self._records_sent,
+                outbox_depth=self._outbox_depth,
+            )
 
     def live(self) -> tuple[bool, dict[str, Any]]:
         """``(alive, details)``: alive while the scheduler is running."""

@@ -1,14 +1,18 @@
-"""``bk-otel-exporter status``: what the state store holds, for people and for scripts."""
+"""``bk-otel-exporter status``: what the state store holds, for people and for scripts.
+
+``status --check`` judges that reading (:func:`judge_status`): healthy, or degraded with the reasons.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import Config
 from exporter.state import open_store
 
-__all__ = ["collect_status", "render_status"]
+__all__ = ["Verdict", "collect_status", "judge_status", "render_status"]
 
 
 def _when(value: str | None) -> float | None:
@@ -131,3 +135,47 @@ def _render_replicas(replicas: list[dict[str, Any]], now: float) -> list[str]:
             f"{r['outbox_rows_owned']:>6} {r['polls']:>8}  {','.join(r['roles']) or '-'}"
         )
     return lines
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``status --check`` says: healthy, or the reasons it is not."""
+
+    healthy: bool
+    reasons: list[str] = field(default_factory=list)
+    summary: str = ""
+
+    def line(self) -> str:
+        """The one line printed: ``healthy: …`` or ``degraded: reason; reason``."""
+        return f"healthy: {self.summary}" if self.healthy else "degraded: " + "; ".join(self.reasons)
+
+
+def judge_status(status: dict[str, Any], *, max_age: float, now: float | None = None) -> Verdict:
+    """Degraded when the last poll of an alarm failed, when no poll succeeded within ``max_age``
+    seconds while alarms are followed, when the oldest queued record is older than ``max_age``,
+    or when records are parked."""
+    now = time.time() if now is None else now
+    alarms, outbox = status["alarms"], status["outbox"]
+    reasons: list[str] = []
+    failing = [a for a in alarms["list"] if a.get("last_error")]
+    if failing:
+        first = failing[0]
+        reasons.append(
+            f"the last poll of {len(failing)} of {alarms['followed']} alarms failed"
+            f" (alarm {first['id']}: {str(first['last_error'])[:160]})"
+        )
+    last_poll = status.get("last_successful_poll")
+    if alarms["followed"]:
+        if last_poll is None:
+            reasons.append("no successful poll yet")
+        elif now - last_poll > max_age:
+            reasons.append(f"last successful poll {now - last_poll:.0f}s ago (limit {max_age:.0f}s)")
+    oldest = outbox.get("oldest_age_seconds")
+    if oldest is not None and oldest > max_age:
+        reasons.append(f"oldest queued record {oldest:.0f}s old (limit {max_age:.0f}s), {outbox['queued']} queued")
+    if outbox["parked"]:
+        reasons.append(
+            f"{outbox['parked']} records parked (refused by the backend: `requeue --parked` sends them again)"
+        )
+    summary = f"{alarms['followed']} alarms followed, {outbox['queued']} records queued, none parked"
+    return Verdict(healthy=not reasons, reasons=reasons, summary=summary)

@@ -8,6 +8,7 @@ python=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 if [ -f scripts/ensure-postgres.sh ]; then bash scripts/ensure-postgres.sh; fi
+if [ -f scripts/ensure-prometheus.sh ]; then bash scripts/ensure-prometheus.sh; fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

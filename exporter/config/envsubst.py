@@ -5,8 +5,9 @@
     text ──substitute──> text' (+ where values went, + markers for unset variables) ──parse_yaml──> tree
 
 * ``${VAR}`` / ``${VAR:-default}`` (the default when VAR is unset or empty) are replaced in the
-  text before parsing; ``$$`` is a literal ``$``; substituted values are not scanned again and
-  defaults cannot contain ``}``;
+  text before parsing; the OpenTelemetry Collector's spelling ``${env:VAR}`` (and
+  ``${env:VAR:-default}``) means the same; ``$$`` is a literal ``$``; substituted values are not
+  scanned again and defaults cannot contain ``}``;
 * a reference that makes up a whole plain scalar stays a string, so a secret of digits (or
   ``yes``, ``0x1f`` …) arrives verbatim;
 * a reference to an unset variable becomes a unique marker: the loader reports it at the option
@@ -31,7 +32,7 @@ __all__ = ["Substituted", "parse_yaml", "substitute", "substitute_env"]
 # ── ${VAR} substitution ──────────────────────────────────────────────────────────────────────
 
 _REFERENCE = re.compile(r"\$(?:(\$)|\{([^}]*)\})")
-_REFERENCE_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_REFERENCE_BODY = re.compile(r"(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _UNSET_MARKER = "__bk_otel_exporter_unset_{}__"
 
 
@@ -62,7 +63,7 @@ def substitute(text: str, env: Mapping[str, str]) -> Substituted:
             value = "$"
         elif (body := _REFERENCE_BODY.fullmatch(ref[2])) is None:
             result.problems.append(
-                f"config line {line}: invalid reference {ref[0]!r} (use ${{VAR}} or ${{VAR:-default}})"
+                f"config line {line}: invalid reference {ref[0]!r} (use ${{VAR}}, ${{env:VAR}} or ${{VAR:-default}})"
             )
             value = ref[0]
         else:
@@ -84,7 +85,8 @@ def substitute(text: str, env: Mapping[str, str]) -> Substituted:
 
 
 def substitute_env(text: str, env: Mapping[str, str]) -> str:
-    """Replaces ``${VAR}`` and ``${VAR:-default}`` (default when VAR is unset or empty); ``$$`` is ``$``.
+    """Replaces ``${VAR}``, ``${env:VAR}`` and ``${VAR:-default}`` (default when VAR is unset or
+    empty); ``$$`` is ``$``.
 
     Raises :class:`ConfigError` naming every unset variable (and every malformed reference) at
     once. Substituted values are not scanned again; defaults cannot contain ``}``.

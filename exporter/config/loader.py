@@ -11,7 +11,9 @@ Every step collects its problems (:mod:`exporter.config.problems`); all of them 
 
 * the standard ``OTEL_*`` environment variables fill the ``export`` options the file leaves out
   (or sets to ``null``); ``OTEL_RESOURCE_ATTRIBUTES`` is merged under
-  ``export.resource_attributes`` (the file wins). A problem with one names the variable;
+  ``export.resource_attributes`` (the file wins). A problem with one names the variable.
+  ``service.name`` there names the service when neither ``export.service_name`` nor
+  ``OTEL_SERVICE_NAME`` does;
 * ``bkmonitor.app_secret`` or ``bkmonitor.app_secret_file`` (not both); a relative file resolves
   against ``$CREDENTIALS_DIRECTORY`` first (where systemd's ``LoadCredential=`` puts credentials),
   else against the config file's directory; with neither option, the credential
@@ -130,9 +132,32 @@ def _apply_otel_env(tree: dict[Any, Any], env: Mapping[str, str], problems: list
             export["resource_attributes"] = {**_pairs(text, "OTEL_RESOURCE_ATTRIBUTES"), **(configured or {})}
         except ValueError as exc:
             problems.append(Problem(("export", "resource_attributes"), str(exc)))
+    in_file = isinstance(configured, dict) and "service.name" in configured
+    _service_name_from_resource(export, used, from_env=not in_file and "service.name" in _safe_pairs(text))
     if export:
         tree["export"] = export
     return used
+
+
+def _safe_pairs(text: str) -> dict[str, str]:
+    try:
+        return _pairs(text, "OTEL_RESOURCE_ATTRIBUTES")
+    except ValueError:
+        return {}
+
+
+def _service_name_from_resource(export: dict[Any, Any], used: dict[Loc, str], *, from_env: bool) -> None:
+    """``service.name`` among the resource attributes names the service when neither
+    ``export.service_name`` nor ``OTEL_SERVICE_NAME`` does (the OpenTelemetry precedence:
+    OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, then the built-in default)."""
+    attributes = export.get("resource_attributes")
+    if export.get("service_name") is not None or not isinstance(attributes, dict):
+        return
+    name = attributes.get("service.name")
+    if isinstance(name, str) and name.strip():
+        export["service_name"] = name.strip()
+        if from_env:
+            used[("export", "service_name")] = "OTEL_RESOURCE_ATTRIBUTES"
 
 
 # ── app_secret ───────────────────────────────────────────────────────────────────────────────

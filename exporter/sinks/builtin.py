@@ -14,16 +14,29 @@ from exporter.sinks.base import Sink
 if TYPE_CHECKING:
     from exporter.config import ExportConfig
 
-__all__ = ["console", "memory", "otlp", "otlp_sink"]
+__all__ = ["console", "memory", "otlp", "otlp_resource", "otlp_sink"]
 
 
-def otlp_sink(export: ExportConfig, instance_id: str) -> Sink:
-    """The OTLP sink configured by the ``export:`` section."""
-    from exporter.sinks.otlp import OtlpSettings, OtlpSink, default_resource_attributes
+def otlp_resource(export: ExportConfig, instance_id: str) -> dict[str, str]:
+    """The resource of every record: the built-in attributes, then ``export.resource_attributes``
+    (``OTEL_RESOURCE_ATTRIBUTES`` merged in), then ``service.name`` = ``export.service_name``.
+
+    The loader already chose that name: the file's ``export.service_name``, else
+    ``OTEL_SERVICE_NAME``, else a ``service.name`` resource attribute, else the default.
+    """
+    from exporter.sinks.otlp_encoding import default_resource_attributes
 
     resource = default_resource_attributes(export.service_name, instance_id)
     resource.update(export.resource_attributes)
     resource["service.name"] = export.service_name
+    return resource
+
+
+def otlp_sink(export: ExportConfig, instance_id: str) -> Sink:
+    """The OTLP sink configured by the ``export:`` section."""
+    from exporter.sinks.otlp import OtlpSettings, OtlpSink
+
+    resource = otlp_resource(export, instance_id)
     return OtlpSink(settings_from(OtlpSettings, export, headers=dict(export.headers), resource=resource))
 
 

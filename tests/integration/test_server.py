@@ -117,7 +117,7 @@ def test_metrics_exposition_parses_and_has_every_name(server: HealthServer, metr
     missing = set(METRIC_NAMES) - exposed
     assert not missing
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
-    assert samples[("bk_otel_api_requests_total", (("endpoint", "get_event_log"), ("outcome", "ok")))] == 1
+    assert samples[("bk_otel_api_requests_total", (("api_endpoint", "get_event_log"), ("outcome", "ok")))] == 1
     assert samples[("bk_otel_records_exported_total", (("signal", "logs"),))] == 4
     assert samples[("bk_otel_outbox_depth", ())] == 3
     assert samples[("bk_otel_up", ())] == 1

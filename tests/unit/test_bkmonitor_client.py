@@ -498,7 +498,7 @@ def retry_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def retries_counted(metrics: Metrics, code: str, endpoint: str = "get_event_log") -> float:
-    value = metrics.registry.get_sample_value("bk_otel_api_retries_total", {"endpoint": endpoint, "code": code})
+    value = metrics.registry.get_sample_value("bk_otel_api_retries_total", {"api_endpoint": endpoint, "code": code})
     return value or 0.0
 
 
@@ -572,7 +572,9 @@ def test_an_undecodable_answer_is_read_logged_once_and_counted(caplog: pytest.Lo
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
     for part in ("get_event_log", "alarm=42", "2 bytes", ESB_RID):
         assert part in lines[0].getMessage()
-    assert metrics.registry.get_sample_value("bk_otel_api_undecodable_bytes_total", {"endpoint": "get_event_log"}) == 6
+    assert (
+        metrics.registry.get_sample_value("bk_otel_api_undecodable_bytes_total", {"api_endpoint": "get_event_log"}) == 6
+    )
     assert client.requests_sent == 3  # read, not retried
     client.close()
 

@@ -48,12 +48,14 @@ def test_counters_and_histograms_move(metrics: Metrics) -> None:
     metrics.export_attempt(signal="logs", ok=True, seconds=0.05)
     metrics.export_attempt(signal="logs", ok=False, seconds=10.0)
 
-    assert value(metrics, "bk_otel_api_requests_total", endpoint="get_event_log", outcome="ok") == 2
-    assert value(metrics, "bk_otel_api_requests_total", endpoint="search_alert", outcome="rate_limited") == 1
-    assert value(metrics, "bk_otel_api_request_duration_seconds_count", endpoint="get_event_log") == 2
-    assert value(metrics, "bk_otel_api_request_duration_seconds_sum", endpoint="get_event_log") == pytest.approx(0.6)
-    assert value(metrics, "bk_otel_api_request_duration_seconds_bucket", endpoint="search_alert", le="1.0") == 0
-    assert value(metrics, "bk_otel_api_request_duration_seconds_bucket", endpoint="search_alert", le="2.5") == 1
+    assert value(metrics, "bk_otel_api_requests_total", api_endpoint="get_event_log", outcome="ok") == 2
+    assert value(metrics, "bk_otel_api_requests_total", api_endpoint="search_alert", outcome="rate_limited") == 1
+    assert value(metrics, "bk_otel_api_request_duration_seconds_count", api_endpoint="get_event_log") == 2
+    assert value(metrics, "bk_otel_api_request_duration_seconds_sum", api_endpoint="get_event_log") == pytest.approx(
+        0.6
+    )
+    assert value(metrics, "bk_otel_api_request_duration_seconds_bucket", api_endpoint="search_alert", le="1.0") == 0
+    assert value(metrics, "bk_otel_api_request_duration_seconds_bucket", api_endpoint="search_alert", le="2.5") == 1
     assert value(metrics, "bk_otel_polls_total", outcome="ok") == 1
     assert value(metrics, "bk_otel_polls_total", outcome="error") == 1
     assert value(metrics, "bk_otel_alarm_polls_total") == 5

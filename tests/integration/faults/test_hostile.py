@@ -89,7 +89,7 @@ def test_a_hostile_row_does_not_block_its_alarm(
             if undecodable:
                 polls = sim.calls("get_event_log", hostile_alarm)
                 assert polls >= 2
-                counted = run.metric("bk_otel_api_undecodable_bytes_total", endpoint="get_event_log")
+                counted = run.metric("bk_otel_api_undecodable_bytes_total", api_endpoint="get_event_log")
                 assert counted is not None and counted >= polls - 1  # every read counts its bytes
                 assert run.output().count("bytes that are not UTF-8") == 1  # logged once, not per read
             output = run.finish(ready=True)
