@@ -217,7 +217,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("bkmonitor.auth_in", "header"),
     ("bkmonitor.timezone", "Asia/Shanghai"),
     ("bkmonitor.language", "en"),
-    ("bkmonitor.timeout", 30.0),
+    ("bkmonitor.timeout", None),  # null: 35 s on the ESB, 65 s on the gateway (effective_timeout)
     ("bkmonitor.verify_tls", True),
     ("bkmonitor.ca_file", None),
     ("bkmonitor.max_concurrency", 8),
@@ -292,7 +292,7 @@ def test_sections_left_empty_take_defaults(tmp_path: Path) -> None:
     )
     config = load_config(path, env={})
     assert config.bkmonitor.base_url == "https://paas.example.com"
-    assert config.bkmonitor.timeout == 30.0
+    assert config.bkmonitor.timeout is None and config.bkmonitor.effective_timeout == 35.0
     assert config.export == config_from_dict({"bkmonitor": BK}, env={}).export
     assert config.source_path == path
 

@@ -1,9 +1,11 @@
-"""The BlueKing Monitor client: ``get_event_log`` and ``search_alert`` through the ESB.
+"""The BlueKing Monitor client: ``get_event_log``, ``search_alert`` and ``search_action``, through the
+ESB or the ``bk-monitor`` API gateway (``bkmonitor.api``; routes and hints in :mod:`.apigw`).
 
 One pooled :class:`requests.Session` per client. Every call goes through, in order: the retry
 loop (:mod:`.retry`), the global token bucket (:mod:`.ratelimit`), the concurrency semaphore
 (held only while the request is on the wire, never while backing off), the HTTP request, and
-the envelope rules (:mod:`.envelope`). Secrets never reach a message, an exception or a log
+the body read under a total deadline and a byte cap (:mod:`.reading`), and the envelope rules
+(:mod:`.envelope`). Secrets never reach a message, an exception or a log
 line (:mod:`.redact`).
 """
 
@@ -34,13 +36,13 @@ from exporter.errors import (
     BkTransportError,
 )
 from exporter.redact import MASK, RedactingFilter, redact, strip_query
+from exporter.sources.bkmonitor.apigw import APIGW, ESB, base_path, hinted, route
 from exporter.sources.bkmonitor.envelope import parse_envelope
 from exporter.sources.bkmonitor.ratelimit import TokenBucket
+from exporter.sources.bkmonitor.reading import read_body
 from exporter.sources.bkmonitor.retry import RetryPolicy, retry_call
 
 __all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
-
-ESB_PREFIX = "/api/c/compapi/v2/monitor_v3"
 
 #: urllib3 logs request lines (query string included) at DEBUG: with ``auth_in: params`` they hold the secret.
 _URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
@@ -63,9 +65,14 @@ class BkClientSettings:
     app_secret: str
     username: str | None = "admin"
     bk_token: str | None = None
+    access_token: str | None = None
     auth_in: str = "header"  # "header" (X-Bkapi-Authorization) | "params" (legacy: query / JSON body)
+    api: str = ESB  # "esb" | "apigw" (the bk-monitor gateway)
+    stage: str = "prod"
+    tenant_id: str | None = None  # sent as X-Bk-Tenant-Id on every request
     language: str = "en"
-    timeout: float = 30.0
+    timeout: float = 35.0  # a total deadline per request
+    max_response_bytes: int = 64 << 20
     verify_tls: bool = True
     ca_file: str | None = None
     max_concurrency: int = 8
@@ -78,6 +85,12 @@ class BkClientSettings:
     def __post_init__(self) -> None:
         if self.auth_in not in ("header", "params"):
             raise ValueError(f"auth_in must be 'header' or 'params', not {self.auth_in!r}")
+        if self.api not in (ESB, APIGW):
+            raise ValueError(f"api must be 'esb' or 'apigw', not {self.api!r}")
+        if self.api == APIGW and self.auth_in == "params":
+            raise ValueError("auth_in 'params' is not accepted with api 'apigw' (header-only credentials)")
+        if self.max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be positive")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if self.max_attempts < 1:
@@ -88,7 +101,7 @@ class BkClientSettings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """The values that must never appear in output."""
-        return tuple(s for s in (self.app_secret, self.bk_token) if s)
+        return tuple(s for s in (self.app_secret, self.bk_token, self.access_token) if s)
 
     def __repr__(self) -> str:
         shown = {
@@ -97,9 +110,14 @@ class BkClientSettings:
             "app_secret": MASK if self.app_secret else "",
             "username": self.username,
             "bk_token": MASK if self.bk_token else None,
+            "access_token": MASK if self.access_token else None,
             "auth_in": self.auth_in,
+            "api": self.api,
+            "stage": self.stage,
+            "tenant_id": self.tenant_id,
             "language": self.language,
             "timeout": self.timeout,
+            "max_response_bytes": self.max_response_bytes,
             "verify_tls": self.verify_tls,
             "ca_file": self.ca_file,
             "max_concurrency": self.max_concurrency,
@@ -155,7 +173,8 @@ class BkClient:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._settings = settings
-        self._base = settings.base_url.rstrip("/") + ESB_PREFIX
+        self._root = settings.base_url.rstrip("/")
+        self._base = self._root + base_path(settings.api, settings.stage)
         self._secrets = settings.secrets
         self._verify: bool | str = settings.ca_file or settings.verify_tls
         self._observer = observer
@@ -192,11 +211,15 @@ class BkClient:
             self._auth["bk_username"] = settings.username
         if settings.bk_token:
             self._auth["bk_token"] = settings.bk_token
+        if settings.access_token:
+            self._auth["access_token"] = settings.access_token
         self._headers = {
             "Accept": "application/json",
             "Blueking-Language": settings.language,
             "User-Agent": f"{settings.user_agent}/{__version__}",
         }
+        if settings.tenant_id:
+            self._headers["X-Bk-Tenant-Id"] = settings.tenant_id
         if settings.auth_in == "header":
             self._headers["X-Bkapi-Authorization"] = json.dumps(self._auth, separators=(",", ":"))
 
@@ -226,12 +249,25 @@ class BkClient:
         return self._call("get_event_log", "GET", params=params, subject=str(alarm_id), expect=list)
 
     def search_alert(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One page of ``search_alert`` (docs/blueking-api.md §3): the raw ``data`` dict."""
+        """One page of ``search_alert`` (docs/blueking-api.md §3; the gateway's ``/app/alert/search/``):
+        the raw ``data`` dict."""
+        return self._post("search_alert", body)
+
+    def search_action(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One page of ``search_action`` (the gateway's ``/app/action/search/``, docs/blueking-api.md §8.2)."""
+        return self._post("search_action", body)
+
+    @property
+    def api(self) -> str:
+        """``esb`` or ``apigw``."""
+        return self._settings.api
+
+    def _post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
         payload = dict(body)
         if self._settings.auth_in == "params":
             payload.update(self._auth)
         raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return self._call("search_alert", "POST", data=raw, expect=dict)
+        return self._call(endpoint, "POST", data=raw, expect=dict)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Wake any backoff or rate-limit sleep (those calls end with "client closed"), close the session."""
@@ -249,7 +285,8 @@ class BkClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"BkClient({self._settings.base_url!r}, auth_in={self._settings.auth_in!r})"
+        s = self._settings
+        return f"BkClient({s.base_url!r}, api={s.api!r}, auth_in={s.auth_in!r})"
 
     # -- internals -------------------------------------------------------------------------
 
@@ -277,7 +314,10 @@ class BkClient:
     ) -> Any:
         if self._closed.is_set():
             raise BkTransportError("client closed", endpoint=endpoint)
-        url = f"{self._base}/{endpoint}/"
+        path = route(self._settings.api, self._settings.stage, endpoint)
+        if path is None:
+            raise BkResponseError(f"{endpoint} is not published on the bk-monitor API gateway", endpoint=endpoint)
+        url = self._root + path
         return retry_call(
             lambda: self._attempt(endpoint, method, url, params, data, expect),
             policy=self._policy,
@@ -309,6 +349,7 @@ class BkClient:
             with self._lock:
                 self._requests_sent += 1
             started = self._clock()
+            timeout = self._settings.timeout
             try:
                 response = self._session.request(
                     method,
@@ -316,13 +357,31 @@ class BkClient:
                     params=params,
                     data=data,
                     headers=headers,
-                    timeout=self._settings.timeout,
+                    timeout=timeout,
                     allow_redirects=False,  # never replay credentials to another location
+                    stream=True,  # the body is read by read_body, under the deadline and the cap
                     **self._request_settings,
                 )
-                status, resp_headers, body = response.status_code, response.headers, response.content
             except requests.RequestException as exc:
                 failure = exc
+            else:
+                status, resp_headers = response.status_code, response.headers
+                rid = resp_headers.get("X-Bkapi-Request-ID") or request_id
+                try:
+                    body = read_body(
+                        response,
+                        endpoint=endpoint,
+                        deadline=started + timeout,
+                        clock=self._clock,
+                        cap=self._settings.max_response_bytes,
+                        timeout=timeout,
+                        request_id=rid,
+                    )
+                except BkApiError as error:
+                    self._observe(endpoint, error, started)
+                    raise
+                finally:
+                    response.close()
         if failure is not None:
             # Raised outside the except block, so the requests exception is the cause only
             # through _safe_cause, never as an implicit __context__.
@@ -333,7 +392,10 @@ class BkClient:
             result = parse_envelope(status, resp_headers, body, endpoint, expect=expect, redact_secrets=self._secrets)
         except BkApiError as error:
             self._observe(endpoint, error, started)
-            raise
+            better = hinted(error, api=self._settings.api, stage=self._settings.stage)
+            if better is error:
+                raise
+            raise better from None
         self._observe(endpoint, None, started)
         return result
 
