@@ -336,7 +336,7 @@ def test_config_is_frozen() -> None:
         ({"bkmonitor": {**BK, "timezone": "Mars/Olympus"}}, "bkmonitor.timezone: unknown time zone 'Mars/Olympus' (use an IANA name such as Asia/Shanghai)"),
         ({"bkmonitor": {**BK, "base_url": "paas.example.com"}}, "bkmonitor.base_url: must be an http:// or https:// URL such as https://paas.example.com"),
         ({"bkmonitor": {**BK, "auth_in": "cookie"}}, "bkmonitor.auth_in: must be one of 'header', 'params' (got 'cookie')"),
-        ({"bkmonitor": {**BK, "username": None}}, "bkmonitor.username: required (set username or bk_token)"),
+        ({"bkmonitor": {**BK, "username": None}}, "bkmonitor.username: required (set username, bk_token or access_token)"),
         ({"bkmonitor": {**BK, "retry": {"initial_backoff": "10s", "max_backoff": "5s"}}}, "bkmonitor.retry.max_backoff: must be ≥ initial_backoff (10s)"),
         ({"export": {"protocol": "http/json"}}, "export.protocol: must be one of 'grpc', 'http/protobuf' (got 'http/json')"),
         ({"export": {"signals": []}}, "export.signals: must not be empty"),

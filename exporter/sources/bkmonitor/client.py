@@ -267,7 +267,8 @@ class BkClient:
         if self._settings.auth_in == "params":
             payload.update(self._auth)
         raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return self._call(endpoint, "POST", data=raw, expect=dict)  # type: ignore[no-any-return]
+        result: dict[str, Any] = self._call(endpoint, "POST", data=raw, expect=dict)
+        return result
 
     def close(self) -> None:
         """Wake any backoff or rate-limit sleep (those calls end with "client closed"), close the session."""
@@ -377,8 +378,8 @@ class BkClient:
                         timeout=timeout,
                         request_id=rid,
                     )
-                except BkApiError as error:
-                    self._observe(endpoint, error, started)
+                except BkApiError as read_error:
+                    self._observe(endpoint, read_error, started)
                     raise
                 finally:
                     response.close()

@@ -15,7 +15,6 @@ stopped too). Failures are :mod:`exporter.errors` values:
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -99,7 +98,7 @@ def read_body(
             if size > cap:
                 raise _too_large(endpoint, cap, request_id, status)
             parts.append(chunk)
-    except (TimeoutError, socket.timeout, urllib3.exceptions.ReadTimeoutError):
+    except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
         response.close()
         raise BkTransportError(
             f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
