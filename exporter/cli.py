@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--endpoint", metavar="URL", help="also ship the records to this OTLP endpoint")
     demo.add_argument("--protocol", choices=["grpc", "http/protobuf"], default="grpc", help="with --endpoint")
     demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="how long the story runs")
+    demo.add_argument(
+        "--api",
+        choices=["esb", "apigw"],
+        default="esb",
+        help="esb: a BlueKing with the ESB (default); apigw: a gateway-only, multi-tenant BlueKing",
+    )
     plugins = sub.add_parser("plugins", help="list installed sources, mappers and sinks, with versions")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -189,7 +195,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo import run_demo
 
-    return run_demo(endpoint=args.endpoint, protocol=args.protocol, duration=args.duration)
+    return run_demo(endpoint=args.endpoint, protocol=args.protocol, duration=args.duration, api=args.api)
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
