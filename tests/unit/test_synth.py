@@ -150,3 +150,12 @@ def test_fetch_of_an_unknown_id_is_not_found() -> None:
         assert ID in str(exc)
     else:
         raise AssertionError("expected BkNotFoundError")
+
+
+def test_a_finished_alarm_is_forgotten_and_its_records_keep_their_uids() -> None:
+    doc = alert(status="RECOVERED", end_time=BEGIN + 900, is_ack=True, severity=1, update_time=BEGIN + 950)
+    source = GatewaySource(FakeGateway(doc, [action(1)]), clock_ns=lambda: (BEGIN + 1000) * 10**9)
+    known = AlarmContext(ID, severity=3)
+    first = {r.uid for r in source.fetch(known).records}
+    assert not source.observations._alarms, "nothing kept for an alarm that is over"
+    assert {r.uid for r in source.fetch(known).records} == first

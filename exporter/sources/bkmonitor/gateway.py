@@ -21,7 +21,7 @@ from datetime import tzinfo
 from typing import Any, Protocol
 
 from exporter.errors import BkNotFoundError, BkResponseError
-from exporter.model import AlarmContext
+from exporter.model import TERMINAL_STATUSES, AlarmContext
 from exporter.sources.base import FetchResult, Malformed
 from exporter.sources.bkmonitor.source import BkMonitorSource, SearchSettings
 from exporter.sources.bkmonitor.synth import Observations, synthesize
@@ -77,6 +77,9 @@ class GatewaySource(BkMonitorSource):
         except ValueError as exc:
             raise BkResponseError(f"alert {alarm.alarm_id} cannot be used: {exc}", endpoint="search_alert") from None
         result.malformed.extend(skipped)
+        if result.context is not None and result.context.status in TERMINAL_STATUSES:
+            # over: nothing more to compare (forgetting is safe, uids do not depend on this memory)
+            self.observations.forget(alarm.alarm_id)
         return result
 
     # -- the alert ---------------------------------------------------------------------------------

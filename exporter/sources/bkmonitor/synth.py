@@ -28,7 +28,9 @@ on every poll, restart and replica, and is delivered once. The message of a reco
 its first read (an ACTION read while ``running`` says so).
 
 :class:`Observations` remembers, per alarm, the severities seen and the ACK time given, so a
-record already synthesised stays the same on every later poll. It lives in memory: a severity
+record already synthesised stays the same on every later poll; an alarm is forgotten once its
+alert is RECOVERED or CLOSED (a record already taken is never sent again, whatever its time would
+be now, since its uid does not depend on this memory). It lives in memory: a severity
 raise that happens while the exporter is stopped, and that discovery reports before the alarm's
 next poll, shows as the alarm's severity but not as a SEVERITY_UP record.
 """
