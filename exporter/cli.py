@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--endpoint", metavar="URL", help="also ship the records to this OTLP endpoint")
     demo.add_argument("--protocol", choices=["grpc", "http/protobuf"], default="grpc", help="with --endpoint")
     demo.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="how long the story runs")
+    demo.add_argument(
+        "--api",
+        choices=["esb", "apigw"],
+        default="esb",
+        help="esb: a BlueKing with the ESB (default); apigw: a gateway-only, multi-tenant BlueKing",
+    )
     plugins = sub.add_parser("plugins", help="list installed sources, mappers and sinks, with versions")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
@@ -345,7 +351,7 @@ def _with_store(config: Config, act: Callable[[StateStore], T]) -> T | None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo import run_demo
 
-    return run_demo(endpoint=args.endpoint, protocol=args.protocol, duration=args.duration)
+    return run_demo(endpoint=args.endpoint, protocol=args.protocol, duration=args.duration, api=args.api)
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

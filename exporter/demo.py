@@ -6,6 +6,11 @@ real daemon (scheduler, client, state store in a temporary directory, sender) po
 second and prints every produced record as one JSON line on stdout. With ``--endpoint`` the records
 also go to that OTLP endpoint. It stops by itself once every alarm is retired and the outbox is
 empty, or after ``duration`` seconds.
+
+``api="apigw"`` (``demo --api apigw``) plays the same story on a simulated gateway-only, multi-tenant
+BlueKing: no ESB (every ESB path answers 1640401), the app of the global tenant must send
+``X-Bk-Tenant-Id`` (``bkmonitor.tenant_id``), and the flow records are synthesised from alert and
+action search (no CONVERGE records there; see "BlueKing versions" in the README).
 """
 
 from __future__ import annotations
@@ -93,15 +98,23 @@ def _play(sim: Simulator, alarms: list[SimAlarm], start: float, stop: threading.
             getattr(alarm, beat.action)(*beat.args)
 
 
-def _config(sim: Simulator, alarm_ids: list[str], state_dir: str, endpoint: str | None, protocol: str) -> Config:
+DEMO_TENANT = "system"
+
+
+def _config(
+    sim: Simulator, alarm_ids: list[str], state_dir: str, endpoint: str | None, protocol: str, api: str = "esb"
+) -> Config:
+    bkmonitor: dict[str, Any] = {
+        "base_url": sim.base_url,
+        "app_code": sim.app_code,
+        "app_secret": sim.app_secret,
+        "rate_limit": 0,
+        "retry": {"initial_backoff": "200ms", "max_backoff": "1s"},
+    }
+    if api == "apigw":
+        bkmonitor.update(api="apigw", tenant_id=DEMO_TENANT)
     raw: dict[str, Any] = {
-        "bkmonitor": {
-            "base_url": sim.base_url,
-            "app_code": sim.app_code,
-            "app_secret": sim.app_secret,
-            "rate_limit": 0,
-            "retry": {"initial_backoff": "200ms", "max_backoff": "1s"},
-        },
+        "bkmonitor": bkmonitor,
         # the first alarm is followed by id, the others are found by discovery (search_alert)
         "alarms": {"ids": alarm_ids[:1], "recent": {"enabled": True, "bk_biz_ids": [2, 3], "interval": "1s"}},
         "poll": {"interval": "1s", "retire_after": "2s", "jitter": 0},
@@ -123,20 +136,22 @@ def _finished(app: App) -> bool:
     return not app.store.list_alarms() and app.store.outbox_stats().depth == 0
 
 
-def run_demo(*, endpoint: str | None = None, protocol: str = "grpc", duration: float = 20.0) -> int:
+def run_demo(*, endpoint: str | None = None, protocol: str = "grpc", duration: float = 20.0, api: str = "esb") -> int:
     setup_logging("INFO", "text")
     stop = threading.Event()
+    gateway = api == "apigw"
     with (
-        Simulator(clock=SimClock.real()) as sim,
+        Simulator(clock=SimClock.real(), gateway_only=gateway, tenant_id=DEMO_TENANT if gateway else None) as sim,
         tempfile.TemporaryDirectory(prefix="bk-otel-demo-") as state_dir,
     ):
         alarms = [sim.add_alarm(**spec) for spec in ALARMS]  # type: ignore[arg-type]
-        config = _config(sim, [a.id for a in alarms], state_dir, endpoint, protocol)
+        config = _config(sim, [a.id for a in alarms], state_dir, endpoint, protocol, api)
         factory: Callable[[Config], App] = App if endpoint else (lambda c: App(c, sink=_console_only()))
         daemon = Daemon(config, app_factory=factory)
         start = time.time()
         log.info(
-            "demo: simulator on %s with %d alarms; storyline of %d beats over %.0fs; records on stdout",
+            "demo: %s simulator on %s with %d alarms; storyline of %d beats over %.0fs; records on stdout",
+            "gateway-only (multi-tenant) BlueKing" if gateway else "BlueKing (ESB)",
             sim.base_url,
             len(alarms),
             len(STORY),

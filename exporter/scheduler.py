@@ -61,7 +61,7 @@ def watchdog_bounds(config: Config) -> dict[str, float]:
     between two requests; a drain one ``export.timeout`` per call.
     """
     bk = config.bkmonitor
-    longest_bk_wait = bk.timeout + RETRY_AFTER_CAP_FACTOR * bk.retry.max_backoff
+    longest_bk_wait = bk.effective_timeout + RETRY_AFTER_CAP_FACTOR * bk.retry.max_backoff
     return {
         "poll": 3.0 * config.poll.interval + longest_bk_wait,
         "send": 3.0 * (1.0 + config.export.timeout),

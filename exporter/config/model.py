@@ -36,7 +36,7 @@ from exporter.config.fields import (
     split_list,
     upper,
 )
-from exporter.config.types import Duration, ListenAddress, parse_listen, shown
+from exporter.config.types import Duration, ListenAddress, Size, parse_listen, shown
 from exporter.plugins import DEFAULTS, KINDS
 from exporter.redact import url_passwords
 
@@ -58,6 +58,12 @@ __all__ = [
     "SourcePluginConfig",
     "StateConfig",
 ]
+
+
+#: Default request deadlines: above the ESB's 30 s and the gateway's 60 s backend timeouts, so the
+#: client never abandons a scan the server will finish.
+ESB_TIMEOUT = 35.0
+APIGW_TIMEOUT = 65.0
 
 
 class RetryConfig(Section):
@@ -82,15 +88,21 @@ class BkMonitorConfig(Section):
     """
 
     base_url: str
+    api: Annotated[Literal["esb", "apigw"], BeforeValidator(lower)] = "esb"
+    stage: str = Field(default="prod", min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    tenant_id: Annotated[str | None, BeforeValidator(empty_to_none)] = None
     app_code: str = Field(min_length=1)
     app_secret: Annotated[SecretStr | None, BeforeValidator(empty_to_none)] = None
     app_secret_file: Annotated[str | None, BeforeValidator(empty_to_none)] = None
     username: Annotated[str | None, BeforeValidator(empty_to_none)] = "admin"
     bk_token: Annotated[SecretStr | None, BeforeValidator(empty_to_none)] = None
+    access_token: Annotated[SecretStr | None, BeforeValidator(empty_to_none)] = None
     auth_in: Annotated[Literal["header", "params"], BeforeValidator(lower)] = "header"
     timezone: str = "Asia/Shanghai"
     language: str = Field(default="en", min_length=1)
-    timeout: Duration = Field(default=30.0, gt=0)
+    #: a total deadline per request; None = 35 s on the ESB, 65 s on the gateway (see effective_timeout)
+    timeout: Annotated[Duration | None, BeforeValidator(empty_to_none)] = Field(default=None, gt=0)
+    max_response_bytes: Size = Field(default=64 << 20, ge=1024)
     verify_tls: bool = True
     ca_file: FilePath = None
     max_concurrency: int = Field(default=8, ge=1, le=256)
@@ -112,11 +124,31 @@ class BkMonitorConfig(Section):
             raise ValueError(f"unknown time zone {shown(value)} ({hint})") from None
         return value
 
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+            raise ValueError("must be a tenant id without spaces or control characters")
+        return value
+
     @model_validator(mode="after")
     def _identity(self) -> BkMonitorConfig:
-        if self.username is None and self.bk_token is None:
-            raise field_error("username", "required (set username or bk_token)")
+        if self.username is None and self.bk_token is None and self.access_token is None:
+            raise field_error("username", "required (set username, bk_token or access_token)")
+        if self.api == "apigw" and self.auth_in == "params":
+            raise field_error(
+                "auth_in",
+                "params is not accepted with bkmonitor.api: apigw (the bk-monitor gateway reads credentials "
+                "only from the X-Bkapi-Authorization header): use auth_in: header",
+            )
         return self
+
+    @property
+    def effective_timeout(self) -> float:
+        """``timeout``, or the default above the server's own limit (ESB 30 s, gateway 60 s)."""
+        if self.timeout is not None:
+            return self.timeout
+        return APIGW_TIMEOUT if self.api == "apigw" else ESB_TIMEOUT
 
 
 class RecentConfig(Section):
@@ -366,7 +398,8 @@ class Config(Section):
 
     def secrets(self) -> list[str]:
         """Every secret value in the config: none of them may appear in any output."""
-        found = [s.get_secret_value() for s in (self.bkmonitor.app_secret, self.bkmonitor.bk_token) if s]
+        bk = self.bkmonitor
+        found = [s.get_secret_value() for s in (bk.app_secret, bk.bk_token, bk.access_token) if s]
         found.extend(value for value in self.export.headers.values() if value)
         if self.state.url is not None:
             found.extend(url_passwords(self.state.url.get_secret_value()))

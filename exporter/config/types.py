@@ -1,10 +1,12 @@
-"""Value types of the config that need no model: durations and the listen address.
+"""Value types of the config that need no model: durations, sizes and the listen address.
 
 A leaf: nothing here imports the rest of :mod:`exporter.config` (``exporter.server`` reads the
 listen address with the same parser the config validates it with).
 
 * a duration is a float of seconds once validated; the text may say ``250ms``, ``30s``, ``5m``,
   ``1h``, ``1d``, combinations such as ``1h30m``, or plain seconds;
+* a size is an int of bytes once validated; the text may say ``512KiB``, ``4MiB``, ``1GiB``, ``100B``
+  or plain bytes;
 * a listen address is ``host:port``, ``[v6]:port`` or ``:port``; ``""`` disables the server.
 """
 
@@ -21,9 +23,11 @@ __all__ = [
     "DURATION_TAG",
     "Duration",
     "ListenAddress",
+    "Size",
     "format_duration",
     "parse_duration",
     "parse_listen",
+    "parse_size",
     "shown",
 ]
 
@@ -99,6 +103,40 @@ class _DurationTag:
 #: the marker :data:`Duration` carries in its field's metadata
 DURATION_TAG = _DurationTag()
 Duration = Annotated[float, BeforeValidator(parse_duration), DURATION_TAG]
+
+
+# ── sizes ────────────────────────────────────────────────────────────────────────────────────
+
+_SIZE_HINT = "use 512KiB, 4MiB, 1GiB or bytes"
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+_SIZE = re.compile(rf"\s*({_NUMBER})\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"64MiB"``, ``"512KiB"``, ``"1GiB"``, ``"100B"``, ``1048576`` or ``"1048576"``.
+
+    Raises :class:`ValueError` (quoting the input back) for anything else, including negative,
+    fractional byte counts and booleans.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        what = shown(value) if isinstance(value, bool) else f"of type {type(value).__name__}"
+        raise ValueError(f"invalid size {what} ({_SIZE_HINT})")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), 1
+    else:
+        match = _SIZE.fullmatch(value)
+        if match is None or match[2].lower() not in _SIZE_UNITS:
+            raise ValueError(f"invalid size {shown(value)} ({_SIZE_HINT})")
+        number, unit = float(match[1]), _SIZE_UNITS[match[2].lower()]
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"invalid size {shown(value)}: must be a positive number of bytes")
+    total = number * unit
+    if total != int(total):
+        raise ValueError(f"invalid size {shown(value)}: not a whole number of bytes")
+    return int(total)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 # ── the listen address ───────────────────────────────────────────────────────────────────────

@@ -259,7 +259,7 @@ class Poller:
         new = sorted((r for r in parsed.records if r.uid not in seen), key=lambda r: r.create_time_ns)
         with_trace = "spans" in self.settings.signals
         commit = PollCommit(alarm.alarm_id, now, seen=[r.uid for r in new], full_read=True)
-        ctx = alarm.context
+        ctx = alarm.context if parsed.context is None else parsed.context
         queued = []
         for r in new:
             ctx = escalated(ctx, r)

@@ -172,7 +172,12 @@ def _validate(req: dict[str, Any]) -> tuple[dict[str, int], dict[str, list[Any]]
 
 
 def search_alert(
-    alarms: Iterable[SimAlarm], req: dict[str, Any], *, now: float, biz_names: dict[int, str]
+    alarms: Iterable[SimAlarm],
+    req: dict[str, Any],
+    *,
+    now: float,
+    biz_names: dict[int, str],
+    result_window: int = MAX_RESULT_WINDOW,
 ) -> tuple[dict[str, Any], bool]:
     """Run one search over ``alarms`` (caller holds the store lock). Returns ``(data, heavy)`` where ``heavy``
     tells whether show_overview/show_aggs were on. Raises :class:`ApiError` like the kernel would."""
@@ -190,11 +195,11 @@ def search_alert(
     terms = _parse_query_string(str(req.get("query_string") or ""))
     statuses = {"ABNORMAL" if s == "NOT_SHIELDED_ABNORMAL" else s for s in lists["status"]}
     page, size = ints["page"], ints["page_size"]
-    if page * size > MAX_RESULT_WINDOW:
+    if page * size > result_window:
         raise ApiError(
             500,
             "SearchPhaseExecutionException: Result window is too large, from + size must be less than or "
-            f"equal to: [{MAX_RESULT_WINDOW}] but was [{page * size}].",
+            f"equal to: [{result_window}] but was [{page * size}].",
         )
     start, end = ints["start_time"], min(ints["end_time"], int(now) + 60)  # BaseQueryHandler clamps end_time
     everyone = -1 in biz
@@ -215,8 +220,8 @@ def search_alert(
     total = len(hits)
     data: dict[str, Any] = {
         "alerts": [alert_document(a, now, biz_names) for a in hits[(page - 1) * size : page * size]],
-        "total": min(total, MAX_RESULT_WINDOW),
-        "total_relation": "gte" if total > MAX_RESULT_WINDOW else "eq",
+        "total": min(total, result_window),
+        "total_relation": "gte" if total > result_window else "eq",
         "is_partial": False,
         "partial_reasons": [],
     }
@@ -257,7 +262,7 @@ def alert_document(a: SimAlarm, now: float, biz_names: dict[int, str]) -> dict[s
         "latest_time": a.latest_time,
         "first_anomaly_time": a.begin_time,
         "duration": hms_string((a.end_time if a.end_time is not None else now) - a.begin_time),
-        "ack_duration": None,
+        "ack_duration": None if a.ack_time is None else a.ack_time - a.begin_time,
         "is_ack": a.is_ack,
         "ack_operator": a.ack_operator,
         "is_shielded": False,

@@ -28,8 +28,9 @@ from exporter.simulator.faults import (
     gateway_headers,
     not_found,
 )
+from exporter.simulator.gateway import gateway_auth, gateway_route, not_published, search_action, tenant_refusal
 from exporter.simulator.hostile import HostileRows, add_hostile_rows
-from exporter.simulator.search import param_error, search_alert
+from exporter.simulator.search import MAX_RESULT_WINDOW, param_error, search_alert
 from exporter.simulator.store import AlarmStore, RawLog, SimAlarm, SimClock, as_int
 
 __all__ = [
@@ -151,7 +152,16 @@ class Simulator:
         port: int = 0,
         latency: float = 0.0,
         seed: int = 0,
+        gateway_only: bool = False,
+        tenant_id: str | None = None,
+        stage: str = "prod",
     ) -> None:
+        #: a gateway-only (multi-tenant) installation: no ESB paths (1640401); with ``tenant_id`` gateway
+        #: calls must send ``X-Bk-Tenant-Id`` (1640302); ``stage`` is the gateway stage served
+        self.gateway_only = gateway_only
+        self.tenant_id = tenant_id
+        self.stage = stage
+        self.result_window = MAX_RESULT_WINDOW  # Elasticsearch's max_result_window (tests lower it)
         self.app_code = app_code
         self.app_secret = app_secret
         self.clock = clock if clock is not None else SimClock()
@@ -323,7 +333,7 @@ class Simulator:
         Queued injections are consumed in order, before any random fault."""
         if fault not in FAULT_KINDS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULT_KINDS)}")
-        if endpoint not in (None, "get_event_log", "search_alert"):
+        if endpoint not in (None, "get_event_log", "search_alert", "search_action"):
             raise ValueError(f"unknown endpoint {endpoint!r}")
         if times > 0:
             with self._lock:
@@ -372,7 +382,12 @@ class Simulator:
         rec = RecordedRequest(method, url.path, url.query, headers, body, time.time(), self.clock.now())
         if self.latency > 0:
             self._stopping.wait(self.latency)
-        route = _ROUTES.get((method, url.path))
+        route = None if self.gateway_only else _ROUTES.get((method, url.path))
+        gateway_endpoint = gateway_route(method, url.path, self.stage)
+        if gateway_endpoint is not None:
+            route = (gateway_endpoint, "gateway")
+        if route is None and self.gateway_only:
+            return self._record(rec, not_published(method, url.path))
         if route is None:
             if url.path.startswith("/api/bk-monitor/"):
                 message = f'API not found [method="{method}" path="{url.path}"]'
@@ -419,7 +434,7 @@ class Simulator:
     ) -> Response:
         body_dict = body if isinstance(body, dict) else {}
         if flavour == "gateway":
-            denied = self._gateway_auth(headers)
+            denied = gateway_auth(headers, self.app_code, self.app_secret) or tenant_refusal(headers, self.tenant_id)
         elif endpoint == "search_alert" and raw.strip() and not isinstance(body, dict):
             denied = esb_error(1306406, "Request parameter error: the request body is not a valid JSON object")
         else:
@@ -430,9 +445,15 @@ class Simulator:
             with self._lock:
                 if endpoint == "get_event_log":
                     data: Any = self._get_event_log(params)
+                elif endpoint == "search_action":
+                    data = search_action(self._store.alarms.values(), body_dict)
                 else:
                     data, heavy = search_alert(
-                        self._store.alarms.values(), body_dict, now=self.clock.now(), biz_names=self.biz_names
+                        self._store.alarms.values(),
+                        body_dict,
+                        now=self.clock.now(),
+                        biz_names=self.biz_names,
+                        result_window=self.result_window,
                     )
                     self.heavy_searches += heavy
         except ApiError as exc:
@@ -471,24 +492,6 @@ class Simulator:
         else:
             return None
         return esb_error(1306000, message)
-
-    def _gateway_auth(self, headers: dict[str, str]) -> Response | None:
-        """``bk-monitor`` gateway: header only (``allow_auth_from_params: false``), no user needed."""
-        try:
-            creds = json.loads(headers.get("x-bkapi-authorization", "{}"))
-        except ValueError:
-            creds = None
-        if not isinstance(creds, dict):
-            reason = "X-Bkapi-Authorization is not a valid JSON"
-        elif not (app_code := creds.get("bk_app_code") or creds.get("app_code")):
-            reason = "app code cannot be empty"
-        elif not (secret := creds.get("bk_app_secret") or creds.get("app_secret")):
-            reason = "please provide bk_app_secret or bk_signature to verify app"
-        elif app_code != self.app_code or secret != self.app_secret:
-            reason = "bk_app_code or bk_app_secret is incorrect"
-        else:
-            return None
-        return gateway_error(400, 1640001, "INVALID_ARGS", f'Parameters error [reason="{reason}"]')
 
     def _get_event_log(self, params: dict[str, str]) -> list[dict[str, Any]]:
         if "id" not in params:

@@ -113,6 +113,7 @@ class AlarmStore:
         self.lock = threading.RLock()
         self.alarms: dict[str, SimAlarm] = {}
         self.log_seq = 0
+        self.next_action_id = 3_000_001
         self.next_seq = 5819837
 
 
@@ -161,6 +162,9 @@ class SimAlarm:
         self.description = ""
         self.is_ack: bool | None = None
         self.ack_operator = ""
+        self.ack_time: int | None = None
+        #: the alert's action documents (``/app/action/search/`` shapes, docs/blueking-api.md §8.2)
+        self.actions: list[dict[str, Any]] = []
         self.expired = False
         md5 = hashlib.md5(alarm_id.encode(), usedforsecurity=False).hexdigest()
         self.legacy_event_id = f"{md5}.{begin_time}.{strategy_id}.0.{severity}"
@@ -195,10 +199,52 @@ class SimAlarm:
             self._store.log_seq += 1
             self._logs.append(RawLog(operate, message, t, self._store.log_seq, extend_info, status))
             self.update_time = max(self.update_time, t)
+            if operate == "ACTION":
+                self._add_action(message, t)
             if operate in ("CREATE", "CONVERGE", "SEVERITY_UP"):
                 self.latest_time = max(self.latest_time, t)
                 if operate != "SEVERITY_UP":
                     self.description = message
+
+    def _add_action(self, message: str, t: int, *, plugin_type: str = "notice", status: str = "success") -> None:
+        """The action document an ACTION log stands for (a notice unless told otherwise)."""
+        action_id = str(self._store.next_action_id)
+        self._store.next_action_id += 1
+        signal = {"ABNORMAL": "abnormal", "RECOVERED": "recovered", "CLOSED": "closed"}.get(self.status, "abnormal")
+        display = {"notice": "通知", "webhook": "HTTP回调", "job": "作业平台"}.get(plugin_type, plugin_type)
+        self.actions.append(
+            {
+                "id": action_id,
+                "alert_id": [self.id],
+                "action_plugin_type": plugin_type,
+                "action_plugin_type_display": display,
+                "action_name": f"[{display}] {self.strategy_name}",
+                "signal": signal,
+                "status": status,
+                "status_tips": message,
+                "create_time": t,
+                "update_time": t,
+                "end_time": t,
+                "converge_count": 0,
+                "bk_biz_id": str(self.bk_biz_id),
+                "operator": ["admin"],
+                "content": {"text": message, "url": "", "action_plugin_type": plugin_type},
+                "dimensions": [],
+                "strategy_id": self.strategy_id,
+                "strategy_name": self.strategy_name,
+            }
+        )
+
+    def act(
+        self, message: str, *, at: float | None = None, plugin_type: str = "notice", status: str = "success"
+    ) -> None:
+        """An action of ``plugin_type`` (notice, webhook, job…) ending in ``status``: an action document and
+        the ACTION log it shows as on the ESB."""
+        with self._store.lock:
+            t = self._at(at)
+            self.log("ACTION", message, at=t)
+            self.actions.pop()  # the notice log() added: this one instead
+            self._add_action(message, t, plugin_type=plugin_type, status=status)
 
     def _default_extend_info(self, operate: str, t: int) -> object:
         if operate == "CONVERGE":
@@ -246,6 +292,7 @@ class SimAlarm:
             self.log("ACK", text, at=at)
             self.is_ack = True
             self.ack_operator = user
+            self.ack_time = self._at(at)
 
     def event_log(self, event_id: int, *, legacy: bool = False) -> list[dict[str, Any]]:
         """get_event_log's ``data``: sorted ``-create_time, op_type, -_doc``; folded unless ``legacy``.

@@ -56,10 +56,16 @@ class Malformed:
 
 @dataclass
 class FetchResult:
-    """One alarm's records, in any order, and the items that were skipped."""
+    """One alarm's records, in any order, and the items that were skipped.
+
+    ``context``, when the source read the alarm's current state along with its records (the
+    gateway source does: it searches the alert), is the alarm as it is now; the pipeline maps the
+    records with it and stores it. ``None`` keeps the stored context.
+    """
 
     records: list[FlowRecord] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
+    context: AlarmContext | None = None
 
 
 @dataclass

@@ -833,7 +833,7 @@ def test_header_auth_get(harness: Callable[..., Harness]) -> None:
     assert request.headers["User-Agent"] == f"bk-otel-exporter/{exporter.__version__}"
     assert len(request.headers["X-Request-ID"]) == 32
     int(request.headers["X-Request-ID"], 16)
-    assert h.adapter.kwargs[-1]["timeout"] == 30.0
+    assert h.adapter.kwargs[-1]["timeout"] == 35.0  # the ESB default: above its own 30 s backend timeout
     assert h.adapter.kwargs[-1]["verify"] is True
 
 
@@ -980,7 +980,7 @@ def test_transport_error_keeps_a_useful_reason(harness: Callable[..., Harness]) 
 def test_header_mode_chains_the_original_exception(harness: Callable[..., Harness]) -> None:
     original = requests.ConnectTimeout("connect timed out")
     h = harness([original], max_attempts=1)
-    with pytest.raises(BkTransportError, match="connect timed out after 30s") as info:
+    with pytest.raises(BkTransportError, match="connect timed out after 35s") as info:
         h.client.get_event_log("1")
     assert info.value.__cause__ is original
 

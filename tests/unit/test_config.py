@@ -217,7 +217,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("bkmonitor.auth_in", "header"),
     ("bkmonitor.timezone", "Asia/Shanghai"),
     ("bkmonitor.language", "en"),
-    ("bkmonitor.timeout", 30.0),
+    ("bkmonitor.timeout", None),  # null: 35 s on the ESB, 65 s on the gateway (effective_timeout)
     ("bkmonitor.verify_tls", True),
     ("bkmonitor.ca_file", None),
     ("bkmonitor.max_concurrency", 8),
@@ -293,7 +293,7 @@ def test_sections_left_empty_take_defaults(tmp_path: Path) -> None:
     )
     config = load_config(path, env={})
     assert config.bkmonitor.base_url == "https://paas.example.com"
-    assert config.bkmonitor.timeout == 30.0
+    assert config.bkmonitor.timeout is None and config.bkmonitor.effective_timeout == 35.0
     assert config.export == config_from_dict({"bkmonitor": BK}, env={}).export
     assert config.source_path == path
 
@@ -337,7 +337,7 @@ def test_config_is_frozen() -> None:
         ({"bkmonitor": {**BK, "timezone": "Mars/Olympus"}}, "bkmonitor.timezone: unknown time zone 'Mars/Olympus' (use an IANA name such as Asia/Shanghai)"),
         ({"bkmonitor": {**BK, "base_url": "paas.example.com"}}, "bkmonitor.base_url: must be an http:// or https:// URL such as https://paas.example.com"),
         ({"bkmonitor": {**BK, "auth_in": "cookie"}}, "bkmonitor.auth_in: must be one of 'header', 'params' (got 'cookie')"),
-        ({"bkmonitor": {**BK, "username": None}}, "bkmonitor.username: required (set username or bk_token)"),
+        ({"bkmonitor": {**BK, "username": None}}, "bkmonitor.username: required (set username, bk_token or access_token)"),
         ({"bkmonitor": {**BK, "retry": {"initial_backoff": "10s", "max_backoff": "5s"}}}, "bkmonitor.retry.max_backoff: must be ≥ initial_backoff (10s)"),
         ({"export": {"protocol": "http/json"}}, "export.protocol: must be one of 'grpc', 'http/protobuf' (got 'http/json')"),
         ({"export": {"signals": []}}, "export.signals: must not be empty"),

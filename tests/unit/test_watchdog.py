@@ -145,15 +145,15 @@ def daemon(tmp_path: Path, clock: Clock, pings: Pings) -> Iterator[Daemon]:
 
 def test_bounds_come_from_the_config(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    # poll: 3 x poll.interval (30 s) + bkmonitor.timeout (30 s) + 5 x bkmonitor.retry.max_backoff (30 s)
-    assert watchdog_bounds(config) == {"poll": 270.0, "send": 33.0}  # type: ignore[arg-type]
+    # poll: 3 x poll.interval (30 s) + bkmonitor.timeout (35 s on the ESB) + 5 x bkmonitor.retry.max_backoff (30 s)
+    assert watchdog_bounds(config) == {"poll": 275.0, "send": 33.0}  # type: ignore[arg-type]
     other = make_config(
         tmp_path / "o",
         poll={"interval": "10s"},
         bkmonitor={"base_url": "https://x", "app_code": "a", "app_secret": "s", "retry": {"max_backoff": "2s"}},
         export={"endpoint": "http://127.0.0.1:4317", "timeout": "4s"},
     )
-    assert watchdog_bounds(other) == {"poll": 30.0 + 30.0 + 10.0, "send": 15.0}  # type: ignore[arg-type]
+    assert watchdog_bounds(other) == {"poll": 30.0 + 35.0 + 10.0, "send": 15.0}  # type: ignore[arg-type]
 
 
 def test_requests_exports_and_job_runs_are_progress(daemon: Daemon, clock: Clock) -> None:

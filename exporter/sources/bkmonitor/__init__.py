@@ -3,7 +3,13 @@
 ::
 
     source.py     BkMonitorSource (fetch, discover) and the ``bkmonitor`` plugin
-    client.py     BkClient, BkClientSettings, ApiObserver: the calls, the session, auth headers
+    client.py     BkClient, ApiObserver: the calls, the session, auth headers (ESB or gateway)
+    settings.py   BkClientSettings: what the client needs from the bkmonitor: section
+    apigw.py      the routes of each API (esb, apigw) and the hints that name the fix
+    reading.py    read_body: an answer under a total deadline and a byte cap
+    alertsearch.py AlertCollector: bounded discovery splitting (time, then create_time)
+    gateway.py    GatewaySource: the source on the bk-monitor gateway
+    synth.py      synthesize: flow records from alerts and actions, with stable uids
     envelope.py   parse_envelope: an answer -> its data, or the exporter.errors class to raise
     body.py       decode_json: a body -> JSON at any depth, bytes that are not UTF-8 as U+FFFD
     retry.py      RetryPolicy, retry_call: which failures are retried, and the backoff

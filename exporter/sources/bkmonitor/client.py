@@ -1,9 +1,11 @@
-"""The BlueKing Monitor client: ``get_event_log`` and ``search_alert`` through the ESB.
+"""The BlueKing Monitor client: ``get_event_log``, ``search_alert`` and ``search_action``, through the
+ESB or the ``bk-monitor`` API gateway (``bkmonitor.api``; routes and hints in :mod:`.apigw`).
 
 One pooled :class:`requests.Session` per client. Every call goes through, in order: the retry
 loop (:mod:`.retry`), the global token bucket (:mod:`.ratelimit`), the concurrency semaphore
 (held only while the request is on the wire, never while backing off), the HTTP request, and
-the envelope rules (:mod:`.envelope`). Secrets never reach a message, an exception or a log
+the body read under a total deadline and a byte cap (:mod:`.reading`), and the envelope rules
+(:mod:`.envelope`). Secrets never reach a message, an exception or a log
 line (:mod:`.redact`).
 """
 
@@ -16,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
@@ -33,15 +34,16 @@ from exporter.errors import (
     BkRetryableError,
     BkTransportError,
 )
-from exporter.redact import MASK, RedactingFilter, redact, strip_query
+from exporter.redact import RedactingFilter, redact, strip_query
+from exporter.sources.bkmonitor.apigw import base_path, hinted, route
 from exporter.sources.bkmonitor.envelope import parse_envelope
 from exporter.sources.bkmonitor.ratelimit import TokenBucket
+from exporter.sources.bkmonitor.reading import read_body
 from exporter.sources.bkmonitor.report import CallReporter
 from exporter.sources.bkmonitor.retry import RetryPolicy, retry_call
+from exporter.sources.bkmonitor.settings import BkClientSettings
 
 __all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
-
-ESB_PREFIX = "/api/c/compapi/v2/monitor_v3"
 
 #: urllib3 logs request lines (query string included) at DEBUG: with ``auth_in: params`` they hold the secret.
 _URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
@@ -53,64 +55,6 @@ _TRANSPORT_FAILURES = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
-
-
-@dataclass(frozen=True, repr=False)
-class BkClientSettings:
-    """What the client needs from the ``bkmonitor:`` config block (durations in seconds)."""
-
-    base_url: str
-    app_code: str
-    app_secret: str
-    username: str | None = "admin"
-    bk_token: str | None = None
-    auth_in: str = "header"  # "header" (X-Bkapi-Authorization) | "params" (legacy: query / JSON body)
-    language: str = "en"
-    timeout: float = 30.0
-    verify_tls: bool = True
-    ca_file: str | None = None
-    max_concurrency: int = 8
-    rate_limit: float = 20.0  # requests per second across all calls; 0 = unlimited
-    max_attempts: int = 5
-    initial_backoff: float = 1.0
-    max_backoff: float = 30.0
-    user_agent: str = "bk-otel-exporter"
-
-    def __post_init__(self) -> None:
-        if self.auth_in not in ("header", "params"):
-            raise ValueError(f"auth_in must be 'header' or 'params', not {self.auth_in!r}")
-        if self.max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """The values that must never appear in output."""
-        return tuple(s for s in (self.app_secret, self.bk_token) if s)
-
-    def __repr__(self) -> str:
-        shown = {
-            "base_url": self.base_url,
-            "app_code": self.app_code,
-            "app_secret": MASK if self.app_secret else "",
-            "username": self.username,
-            "bk_token": MASK if self.bk_token else None,
-            "auth_in": self.auth_in,
-            "language": self.language,
-            "timeout": self.timeout,
-            "verify_tls": self.verify_tls,
-            "ca_file": self.ca_file,
-            "max_concurrency": self.max_concurrency,
-            "rate_limit": self.rate_limit,
-            "max_attempts": self.max_attempts,
-            "initial_backoff": self.initial_backoff,
-            "max_backoff": self.max_backoff,
-            "user_agent": self.user_agent,
-        }
-        return "BkClientSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 class ApiObserver(Protocol):
@@ -156,7 +100,8 @@ class BkClient:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._settings = settings
-        self._base = settings.base_url.rstrip("/") + ESB_PREFIX
+        self._root = settings.base_url.rstrip("/")
+        self._base = self._root + base_path(settings.api, settings.stage)
         self._secrets = settings.secrets
         self._verify: bool | str = settings.ca_file or settings.verify_tls
         self._observer = observer
@@ -194,11 +139,15 @@ class BkClient:
             self._auth["bk_username"] = settings.username
         if settings.bk_token:
             self._auth["bk_token"] = settings.bk_token
+        if settings.access_token:
+            self._auth["access_token"] = settings.access_token
         self._headers = {
             "Accept": "application/json",
             "Blueking-Language": settings.language,
             "User-Agent": f"{settings.user_agent}/{__version__}",
         }
+        if settings.tenant_id:
+            self._headers["X-Bk-Tenant-Id"] = settings.tenant_id
         if settings.auth_in == "header":
             self._headers["X-Bkapi-Authorization"] = json.dumps(self._auth, separators=(",", ":"))
 
@@ -228,12 +177,26 @@ class BkClient:
         return self._call("get_event_log", "GET", params=params, subject=str(alarm_id), expect=list)
 
     def search_alert(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One page of ``search_alert`` (docs/blueking-api.md §3): the raw ``data`` dict."""
+        """One page of ``search_alert`` (docs/blueking-api.md §3; the gateway's ``/app/alert/search/``):
+        the raw ``data`` dict."""
+        return self._post("search_alert", body)
+
+    def search_action(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One page of ``search_action`` (the gateway's ``/app/action/search/``, docs/blueking-api.md §8.2)."""
+        return self._post("search_action", body)
+
+    @property
+    def api(self) -> str:
+        """``esb`` or ``apigw``."""
+        return self._settings.api
+
+    def _post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
         payload = dict(body)
         if self._settings.auth_in == "params":
             payload.update(self._auth)
         raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return self._call("search_alert", "POST", data=raw, expect=dict)
+        result: dict[str, Any] = self._call(endpoint, "POST", data=raw, expect=dict)
+        return result
 
     def stop(self) -> None:
         """Wake every backoff and rate-limit sleep now (those calls end with "client closed") and
@@ -256,7 +219,8 @@ class BkClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"BkClient({self._settings.base_url!r}, auth_in={self._settings.auth_in!r})"
+        s = self._settings
+        return f"BkClient({s.base_url!r}, api={s.api!r}, auth_in={s.auth_in!r})"
 
     # -- internals -------------------------------------------------------------------------
 
@@ -285,7 +249,10 @@ class BkClient:
     ) -> Any:
         if self._closed.is_set():
             raise BkTransportError("client closed", endpoint=endpoint)
-        url = f"{self._base}/{endpoint}/"
+        path = route(self._settings.api, self._settings.stage, endpoint)
+        if path is None:
+            raise BkResponseError(f"{endpoint} is not published on the bk-monitor API gateway", endpoint=endpoint)
+        url = self._root + path
         return retry_call(
             lambda: self._attempt(endpoint, method, url, params, data, expect, subject=subject),
             policy=self._policy,
@@ -319,6 +286,7 @@ class BkClient:
             with self._lock:
                 self._requests_sent += 1
             started = self._clock()
+            timeout = self._settings.timeout
             try:
                 response = self._session.request(
                     method,
@@ -326,13 +294,31 @@ class BkClient:
                     params=params,
                     data=data,
                     headers=headers,
-                    timeout=self._settings.timeout,
+                    timeout=timeout,
                     allow_redirects=False,  # never replay credentials to another location
+                    stream=True,  # the body is read by read_body, under the deadline and the cap
                     **self._request_settings,
                 )
-                status, resp_headers, body = response.status_code, response.headers, response.content
             except requests.RequestException as exc:
                 failure = exc
+            else:
+                status, resp_headers = response.status_code, response.headers
+                rid = resp_headers.get("X-Bkapi-Request-ID") or request_id
+                try:
+                    body = read_body(
+                        response,
+                        endpoint=endpoint,
+                        deadline=started + timeout,
+                        clock=self._clock,
+                        cap=self._settings.max_response_bytes,
+                        timeout=timeout,
+                        request_id=rid,
+                    )
+                except BkApiError as read_error:
+                    self._observe(endpoint, read_error, started)
+                    raise
+                finally:
+                    response.close()
         if failure is not None:
             # Raised outside the except block, so the requests exception is the cause only
             # through _safe_cause, never as an implicit __context__.
@@ -351,7 +337,10 @@ class BkClient:
             )
         except BkApiError as error:
             self._observe(endpoint, error, started)
-            raise
+            better = hinted(error, api=self._settings.api, stage=self._settings.stage)
+            if better is error:
+                raise
+            raise better from None
         self._observe(endpoint, None, started)
         return result
 

@@ -17,13 +17,15 @@ next (docs/blueking-api.md §1, §2.7, §4, §7.1). The rules, in order:
    ==========================================================  ====================
    code                                                        raises
    ==========================================================  ====================
-   500, 1306201, 1650000, 1650001, 16502xx, 1650300, 1650401   BkUnavailableError
+   500, 1306201, 1650000, 1650001, 16502xx, 1650300, 1650401,
+   1650070 (gateway UNKNOWN_ERROR)                             BkUnavailableError
    429, 1306429, 1642901-1642904 (+ Retry-After)               BkRateLimitError
    1306203 (ESB -> backend TLS failure)                        BkTransportError
    1306000, 1306401-1306403, 1640001, 1640004, 16401xx,
    1640301-1640304, 9900403, 35999999                          BkAuthError
    3324002                                                     BkNotFoundError
    no code: HTTP 401/403 -> BkAuthError, HTTP 500 -> BkUnavailableError, else BkResponseError
+   any other code on an HTTP 5xx (a server error we do not know)  BkUnavailableError
    any other code (3300002, 1306406, 1640401…)                 BkResponseError
    ==========================================================  ====================
 
@@ -56,7 +58,7 @@ from exporter.sources.bkmonitor.body import decode_json
 
 __all__ = ["classify_code", "parse_envelope", "parse_retry_after"]
 
-_UNAVAILABLE_CODES = frozenset({500, 1306201, 1650000, 1650001, 1650300, 1650401})
+_UNAVAILABLE_CODES = frozenset({500, 1306201, 1650000, 1650001, 1650070, 1650300, 1650401})
 _RATE_LIMIT_CODES = frozenset({429, 1306429, 1642901, 1642902, 1642903, 1642904})
 _TRANSPORT_CODES = frozenset({1306203})
 _AUTH_CODES = frozenset(
@@ -231,5 +233,8 @@ def parse_envelope(
     # 5.
     cls = classify_code(code) if code is not None else None
     if cls is None:
-        cls = _classify_status(status) if code is None else BkResponseError
+        if code is None:
+            cls = _classify_status(status)
+        else:  # an unknown code: a server error (5xx) is transient like any other, a 4xx is not
+            cls = BkUnavailableError if status >= 500 else BkResponseError
     raise fail(cls)

@@ -3,10 +3,14 @@
 ``fetch``     ``get_event_log`` for the alarm (the client retries transient failures), then
               :func:`~exporter.sources.bkmonitor.records.parse_event_log` in ``bkmonitor.timezone``.
 ``discover``  ``search_alert`` over the window (docs/blueking-api.md §3.2: it selects alarms *active* in
-              ``[start_time, end_time]``), paged to the end with an explicit stable ordering; when
-              the result is capped (``total_relation: gte``, or Elasticsearch's result window would
-              be exceeded) the window is split in halves. Alerts become
+              ``[start_time, end_time]``), paged to the end with an explicit stable ordering; a
+              capped result is split by time, or by create_time when open alarms cause the cap,
+              within bounds (:mod:`~exporter.sources.bkmonitor.alertsearch`). Alerts become
               :class:`~exporter.model.AlarmContext` through :func:`~exporter.sources.bkmonitor.alerts.parse_alert`.
+
+With ``bkmonitor.api: apigw`` the plugin builds a
+:class:`~exporter.sources.bkmonitor.gateway.GatewaySource` instead (the same discovery; the flow
+records synthesised from alert and action search).
 
 Configured by the ``bkmonitor:`` section (the client) and ``alarms.recent`` (the search filter);
 it takes no ``plugins.source.options``.
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +31,7 @@ from exporter.model import AlarmContext
 from exporter.plugins import NoOptions, Plugin, PluginContext, settings_from
 from exporter.sources.base import Discovered, FetchResult
 from exporter.sources.bkmonitor.alerts import parse_alert
+from exporter.sources.bkmonitor.alertsearch import MAX_CALLS, MIN_WINDOW, RESULT_WINDOW, AlertCollector
 from exporter.sources.bkmonitor.records import parse_event_log
 
 if TYPE_CHECKING:
@@ -46,9 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
-MIN_WINDOW = 1.0  # seconds; a window this small is not split further
-
 
 class BkApi(Protocol):
     """The two BlueKing calls (:class:`~exporter.sources.bkmonitor.client.BkClient` has them)."""
@@ -67,6 +69,8 @@ class SearchSettings:
     query_string: str = ""
     conditions: tuple[Mapping[str, Any], ...] = ()
     page_size: int = 500
+    result_window: int = RESULT_WINDOW  # a result this large is capped: split
+    max_calls: int = MAX_CALLS  # search_alert calls per discovery round
 
 
 class BkMonitorSource:
@@ -84,6 +88,14 @@ class BkMonitorSource:
         self.timezone = timezone or ZoneInfo("Asia/Shanghai")
         self.search = search or SearchSettings()
         self.clock_ns = clock_ns
+        s = self.search
+        self.collector = AlertCollector(
+            lambda body: self.api.search_alert(body),
+            self._body,
+            page_size=s.page_size,
+            result_window=s.result_window,
+            max_calls=s.max_calls,
+        )
 
     # -- fetch ----------------------------------------------------------------------------------------
     def fetch(self, alarm: AlarmContext) -> FetchResult:
@@ -94,8 +106,7 @@ class BkMonitorSource:
 
     # -- discover -------------------------------------------------------------------------------------
     def discover(self, start: int, end: int) -> Discovered:
-        calls = [0]
-        found = self._search(start, end, calls)
+        found, calls = self.collector.collect(start, end)
         alarms: dict[str, AlarmContext] = {}
         skipped: list[str] = []
         for raw in found.values():
@@ -105,53 +116,31 @@ class BkMonitorSource:
                 skipped.append(str(exc))
                 continue
             alarms[ctx.alarm_id] = ctx
-        return Discovered(alarms=list(alarms.values()), skipped=skipped, calls=calls[0])
+        return Discovered(alarms=list(alarms.values()), skipped=skipped, calls=calls)
 
-    def _body(self, start: int, end: int, page: int) -> dict[str, Any]:
+    def _body(
+        self,
+        start: int,
+        end: int,
+        extra: Sequence[Mapping[str, Any]] = (),
+        page: int = 1,
+        ordering: Sequence[str] = ("-create_time", "-seq_id"),  # stable while alarms change status
+        page_size: int | None = None,
+    ) -> dict[str, Any]:
         s = self.search
         return {
             "bk_biz_ids": list(s.bk_biz_ids),
             "start_time": start,
             "end_time": end,
             "status": list(s.status),
-            "conditions": [dict(c) for c in s.conditions],
+            "conditions": [dict(c) for c in (*s.conditions, *extra)],
             "query_string": s.query_string,
-            "ordering": ["-create_time", "-seq_id"],  # stable while alarms change status
+            "ordering": list(ordering),
             "page": page,
-            "page_size": s.page_size,
+            "page_size": page_size or s.page_size,
             "show_overview": False,
             "show_aggs": False,
         }
-
-    def _search(self, start: int, end: int, calls: list[int]) -> dict[str, Any]:
-        """Every alert of the window, by id. Splits the window when BlueKing caps the result."""
-        found: dict[str, Any] = {}
-        page = 1
-        size = self.search.page_size
-        while True:
-            data = self.api.search_alert(self._body(start, end, page))
-            calls[0] += 1
-            alerts = data.get("alerts") if isinstance(data, dict) else None
-            if not isinstance(alerts, list):
-                raise BkApiError("search_alert: data has no alerts list", endpoint="search_alert")
-            raw_total = data.get("total")
-            total = raw_total if isinstance(raw_total, int) else len(alerts)
-            capped = data.get("total_relation") == "gte" or total >= RESULT_WINDOW
-            if capped and end - start > MIN_WINDOW:
-                middle = (start + end) // 2
-                log.info("discovery: window %d..%d capped at %s alarms; splitting it", start, end, total)
-                found.update(self._search(start, middle, calls))
-                found.update(self._search(middle, end, calls))
-                return found
-            for alert in alerts:
-                alarm_id = str(alert.get("id")) if isinstance(alert, dict) else ""
-                found[alarm_id] = alert
-            fetched = (page - 1) * size + len(alerts)
-            if len(alerts) < size or fetched >= total:
-                return found
-            if (page + 1) * size > RESULT_WINDOW:
-                return found  # only reachable when a 1-second window holds > 10,000 alarms
-            page += 1
 
     def stop(self) -> None:
         """Shutdown has begun: wake the client's backoff sleeps (the calls in them give up)."""
@@ -177,6 +166,7 @@ def client_settings(bk: BkMonitorConfig) -> BkClientSettings:
         BkClientSettings,
         bk,
         app_secret=bk.app_secret.get_secret_value() if bk.app_secret else "",
+        timeout=bk.effective_timeout,
         max_attempts=retry.max_attempts,
         initial_backoff=retry.initial_backoff,
         max_backoff=retry.max_backoff,
@@ -199,6 +189,10 @@ def _create(options: BkMonitorConfig, context: PluginContext) -> BkMonitorSource
 
     client = BkClient(client_settings(options), observer=context.metrics)
     search = search_settings(context.config)  # the alarms.recent filter
+    if options.api == "apigw":
+        from exporter.sources.bkmonitor.gateway import GatewaySource
+
+        return GatewaySource(client, timezone=ZoneInfo(options.timezone), search=search)
     return BkMonitorSource(client, timezone=ZoneInfo(options.timezone), search=search)
 
 
@@ -207,6 +201,9 @@ plugin: Plugin[BkMonitorSource] = Plugin(
     name="bkmonitor",
     options=NoOptions,
     create=_create,
-    description="BlueKing Monitor get_event_log + search_alert (configured by bkmonitor: and alarms.recent:)",
+    description=(
+        "BlueKing Monitor get_event_log + search_alert on the ESB, or alert and action search on the bk-monitor "
+        "gateway (configured by bkmonitor: and alarms.recent:)"
+    ),
     section="bkmonitor",
 )

@@ -1,0 +1,120 @@
+"""Reading an answer's body under a total deadline and a byte cap.
+
+``requests``' ``timeout`` bounds each socket wait, not the whole answer: a server that sends one
+byte every few seconds would hold a worker for ever. :func:`read_body` reads a streamed response
+chunk by chunk, giving each socket wait only the time left before the request's deadline, and
+stops at ``bkmonitor.max_response_bytes`` (counted after decompression, so a small gzip bomb is
+stopped too). Failures are :mod:`exporter.errors` values:
+
+* the deadline passes                        -> BkTransportError (retried like any timeout)
+* the answer is larger than the cap          -> BkResponseError, not retried: that alarm's poll
+                                                fails with a message naming the option; the other
+                                                alarms go on
+* the connection breaks in the middle        -> BkTransportError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import requests
+import urllib3.exceptions
+
+from exporter.errors import BkResponseError, BkTransportError
+
+__all__ = ["CHUNK", "format_size", "read_body"]
+
+CHUNK = 1 << 16
+
+
+def format_size(size: int) -> str:
+    """``64MiB``, ``512KiB`` or ``1234B``: how the option would be written."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size}B"
+
+
+def _too_large(endpoint: str, cap: int, request_id: str | None, status: int) -> BkResponseError:
+    return BkResponseError(
+        f"answer larger than bkmonitor.max_response_bytes ({format_size(cap)}); not read further "
+        "(raise the option if such answers are expected)",
+        endpoint=endpoint,
+        request_id=request_id,
+        http_status=status,
+    )
+
+
+def _set_wait(raw: Any, seconds: float) -> None:
+    """Give the next socket wait at most ``seconds`` (best effort: urllib3 2 exposes its connection)."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(max(0.001, seconds))
+        except OSError:
+            pass
+
+
+def read_body(
+    response: requests.Response,
+    *,
+    endpoint: str,
+    deadline: float,
+    clock: Callable[[], float],
+    cap: int,
+    timeout: float,
+    request_id: str | None = None,
+) -> bytes:
+    """The whole body of ``response`` (sent with ``stream=True``), read by ``deadline`` (``clock`` time)."""
+    status = response.status_code
+    length = response.headers.get("Content-Length", "")
+    if length.strip().isdigit() and int(length) > cap and not response.headers.get("Content-Encoding"):
+        response.close()
+        raise _too_large(endpoint, cap, request_id, status)
+    raw = getattr(response, "raw", None)
+    if raw is None or not hasattr(raw, "read1"):  # already read (a test transport, a cached answer)
+        body = response.content or b""
+        if len(body) > cap:
+            raise _too_large(endpoint, cap, request_id, status)
+        return body
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            left = deadline - clock()
+            if left <= 0:
+                raise BkTransportError(
+                    f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
+                    endpoint=endpoint,
+                    request_id=request_id,
+                    http_status=status,
+                )
+            _set_wait(raw, left)
+            chunk = raw.read1(CHUNK, decode_content=True)
+            if not chunk:  # the end of the answer
+                break
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(endpoint, cap, request_id, status)
+            parts.append(chunk)
+    except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
+        response.close()
+        raise BkTransportError(
+            f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
+            endpoint=endpoint,
+            request_id=request_id,
+            http_status=status,
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()
+        raise BkTransportError(
+            f"connection broke while reading the answer: {type(exc).__name__}",
+            endpoint=endpoint,
+            request_id=request_id,
+            http_status=status,
+        ) from None
+    except BaseException:
+        response.close()
+        raise
+    return b"".join(parts)
