@@ -81,6 +81,7 @@ def _sender_settings(config: Config) -> SenderSettings:
     return SenderSettings(
         signals=tuple(config.export.signals),
         batch_size=config.export.batch_size,
+        max_batch_bytes=config.export.max_batch_bytes,
         initial_backoff=config.export.retry.initial_backoff,
         max_backoff=config.export.retry.max_backoff,
     )

@@ -1,10 +1,12 @@
-"""Value types of the config that need no model: durations and the listen address.
+"""Value types of the config that need no model: durations, sizes and the listen address.
 
 A leaf: nothing here imports the rest of :mod:`exporter.config` (``exporter.server`` reads the
 listen address with the same parser the config validates it with).
 
 * a duration is a float of seconds once validated; the text may say ``250ms``, ``30s``, ``5m``,
   ``1h``, ``1d``, combinations such as ``1h30m``, or plain seconds;
+* a size is an int of bytes once validated; the text may say ``512KiB``, ``4MiB``, ``1GiB``
+  (powers of 1024), ``500KB``, ``3MB``, ``1GB`` (powers of 1000), ``100B`` or plain bytes;
 * a listen address is ``host:port``, ``[v6]:port`` or ``:port``; ``""`` disables the server.
 """
 
@@ -20,10 +22,14 @@ from pydantic import BeforeValidator
 __all__ = [
     "DURATION_TAG",
     "Duration",
+    "SIZE_TAG",
     "ListenAddress",
+    "Size",
     "format_duration",
+    "format_size",
     "parse_duration",
     "parse_listen",
+    "parse_size",
     "shown",
 ]
 
@@ -99,6 +105,62 @@ class _DurationTag:
 #: the marker :data:`Duration` carries in its field's metadata
 DURATION_TAG = _DurationTag()
 Duration = Annotated[float, BeforeValidator(parse_duration), DURATION_TAG]
+
+
+# ── sizes ────────────────────────────────────────────────────────────────────────────────────
+
+_SIZE_HINT = "use 512KiB, 4MiB, 1GiB or a number of bytes"
+_SIZE_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
+_SIZE = re.compile(rf"\s*({_NUMBER})\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"512KiB"``, ``"4MiB"``, ``"1GiB"``, ``"3MB"``, ``"100B"``, ``4096`` or ``"4096"``.
+
+    Raises :class:`ValueError` (quoting the input back: sizes are never secrets) for anything
+    else, including negative, fractional-byte and boolean values.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        what = shown(value) if isinstance(value, bool) else f"of type {type(value).__name__}"
+        raise ValueError(f"invalid size {what} ({_SIZE_HINT})")
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        unit = _SIZE_UNITS.get(match[2].lower() if match and match[2] else "b") if match else None
+        if match is None or unit is None:
+            raise ValueError(f"invalid size {shown(value)} ({_SIZE_HINT})")
+        number = float(match[1]) * unit
+    else:
+        number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"invalid size {shown(value)}: must be a positive number of bytes")
+    if number != int(number):
+        raise ValueError(f"invalid size {shown(value)}: not a whole number of bytes")
+    return int(number)
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling of ``size`` bytes that :func:`parse_size` reads back: ``"3MiB"``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+class _SizeTag:
+    """Marks size fields in ``Annotated`` metadata, so the rendering prints ``3MiB``, not ``3145728``."""
+
+
+#: the marker :data:`Size` carries in its field's metadata
+SIZE_TAG = _SizeTag()
+Size = Annotated[int, BeforeValidator(parse_size), SIZE_TAG]
 
 
 # ── the listen address ───────────────────────────────────────────────────────────────────────
