@@ -133,7 +133,9 @@ class Sender:
         self.rng = rng
         self.stop = stop or threading.Event()
         self._drain_lock = threading.Lock()  # one drain at a time
-        self._sink_lock = threading.Lock()  # held for one export only
+        self._swap = threading.Condition()  # guards the two below: a swap waits for one export only
+        self._exporting = False
+        self._swaps_waiting = 0
         self._backoff: dict[str, _Backoff] = {}
         self._refusals: dict[str, _Refusals] = {}
 
@@ -149,12 +151,32 @@ class Sender:
         return self._backoff.setdefault(signal, _Backoff())
 
     def replace_sink(self, sink: Sink) -> Sink:
-        """Swap the sink (config reload) between two batches; returns the old one to shut down."""
-        with self._sink_lock:
-            old, self.sink = self.sink, sink
-            for state in self._backoff.values():
-                state.retry_at = 0.0
+        """Swap the sink (config reload) between two requests; returns the old one, no longer in
+        use, to shut down. Waits for the request in flight, never for the rest of a drain: a drain
+        does not start another request while a swap is waiting."""
+        with self._swap:
+            self._swaps_waiting += 1
+            try:
+                self._swap.wait_for(lambda: not self._exporting)
+                old, self.sink = self.sink, sink
+                for state in self._backoff.values():
+                    state.retry_at = 0.0
+            finally:
+                self._swaps_waiting -= 1
+                self._swap.notify_all()
             return old
+
+    def _export(self, signal: str, items: Sequence[OutboxItem]) -> tuple[Sink, ExportResult]:
+        with self._swap:
+            self._swap.wait_for(lambda: not self._swaps_waiting)
+            self._exporting = True
+            sink = self.sink
+        try:
+            return sink, sink.export(signal, [i.payload for i in items])
+        finally:
+            with self._swap:
+                self._exporting = False
+                self._swap.notify_all()
 
     def drain(self, *, force: bool = False, deadline: float | None = None) -> DrainReport:
         """Send queued rows until the outbox is empty, every signal failed, ``deadline`` passed, or
@@ -225,9 +247,7 @@ class Sender:
         """Send ``items``, splitting on REJECTED/TOO_LARGE; False when the sink asked to retry
         (then the rows not acknowledged or parked are added to ``unsent``)."""
         started = self.clock()
-        with self._sink_lock:
-            sink = self.sink
-            result = sink.export(signal, [i.payload for i in items])
+        sink, result = self._export(signal, items)
         self.metrics.export_attempt(signal=signal, ok=result.ok, seconds=self.clock() - started)
         if result.outcome is ExportOutcome.SUCCESS:
             self.store.ack([i.seq for i in items])

@@ -11,7 +11,8 @@ reverse proxy (tests/support/proxy.py): a collector would acknowledge first and 
 * a gRPC backend without a traces service (UNIMPLEMENTED) and ``signals: [spans, logs]``: the
   logs flow, the spans wait, the cause is named;
 * the default 4 MiB gRPC receive limit: a backlog of big records is split and fully delivered,
-  a record too large even alone is parked with the reason;
+  a record too large even alone is parked with the reason; an alarm of 2,500 records is one
+  span of 1,000 events saying how many it left out, and 2,500 log records;
 * ``OTEL_EXPORTER_OTLP_HEADERS=Authorization=...`` over gRPC; a header name no transport can
   send is refused by ``check-config``.
 """
@@ -215,6 +216,34 @@ def test_big_backlog_is_split_under_the_4mib_limit_and_a_giant_is_parked(max_bat
             run.stop_quietly()
     [line] = [line for line in output.splitlines() if "parked, not retried" in line]
     assert "too large to be accepted even alone" in line and next(iter(giant_uid)) in line
+
+
+def test_an_alarm_with_thousands_of_records_is_one_capped_span_and_every_log(tmp_path: Path) -> None:
+    with simulator() as sim, OtlpReceiver() as receiver:
+        story = Story(sim, seed=17)
+        [alarm] = story.add_alarms(1, records=2499)
+        alarm.recover(at=T0 + 100_000)
+        want = story.expected_uids()
+        assert len(want) == 2500
+        config = exporter_config(
+            sim,
+            receiver.grpc_endpoint,
+            tmp_path / "s.db",
+            story.ids,
+            export={"signals": ["logs", "spans"], "batch_size": 512},
+            poll={"retire_after": "1s"},
+        )
+        run = Run(write_config(tmp_path / "c.yaml", config))
+        try:
+            assert_exactly_once(wait_delivered(receiver, want, timeout=60), want)  # the logs keep every record
+            [span] = receiver.wait_for_spans(1, timeout=30)
+            run.finish()
+        finally:
+            run.stop_quietly()
+    assert span["attributes"]["bk.span.role"] == "alarm" and span["status"]["code"] == 1  # OK: recovered
+    assert len(span["events"]) == 1000 and span["dropped_events_count"] == 1500
+    names = [e["name"] for e in span["events"]]
+    assert names[0] == "CREATE" and names[-1] == "RECOVER"  # how it began and how it ended
 
 
 # -- 5. headers -------------------------------------------------------------------------------------
