@@ -366,7 +366,7 @@ class Sender:
         state = self._state(signal)
         if state.outage_since is not None:
             log.info(
-                "%s: export of %s works again after %.0fs and %d failed attempts",
+                "%s: export works again for %s after %.0fs and %d failed attempts",
                 sink.name,
                 signal,
                 self.clock() - state.outage_since,
