@@ -267,7 +267,7 @@ class App:
 
     def send(self, *, force: bool = False, deadline: float | None = None) -> DrainReport:
         report = self.sender.drain(force=force, deadline=deadline)
-        if report.exported and not report.failed:
+        if report.exported:  # signals are delivered independently: one that fails does not undo the other
             self.store.set_meta("last_export_ok", str(self.clock()))
         return report
 

@@ -6,7 +6,7 @@
 ``SpanRecord``    an alarm (or a slice of it) mapped to an OpenTelemetry span, with its events
 ``OutboxItem``    a LogEvent or SpanRecord waiting in the state store's outbox
 
-Nothing here imports the OpenTelemetry SDK: only ``exporter.sinks.otlp`` does.
+Nothing here imports the OpenTelemetry SDK: only the OTLP sink (``exporter.sinks.otlp*``) does.
 """
 
 from __future__ import annotations
