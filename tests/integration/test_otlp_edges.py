@@ -154,7 +154,8 @@ def test_grpc_backend_without_traces_service_logs_still_flow(tmp_path: Path) -> 
         want = story.expected_uids()
         state = tmp_path / "s.db"
         config = exporter_config(sim, receiver.grpc_endpoint, state, story.ids, export={"signals": ["spans", "logs"]})
-        run = Run(write_config(tmp_path / "c.yaml", config))
+        path = write_config(tmp_path / "c.yaml", config)
+        run = Run(path)
         try:
             assert_exactly_once(wait_delivered(receiver, want), want)
             # the spans backing off never hold later logs back
@@ -164,6 +165,7 @@ def test_grpc_backend_without_traces_service_logs_still_flow(tmp_path: Path) -> 
             output = run.wait_for("has no OTLP traces service")
             assert receiver.spans() == [] and _queued(state, "spans") >= 3  # the slices wait, kept
             assert run.metric("bk_otel_records_exported_total", signal="spans") == 0
+            assert status_of(path)["last_successful_export"] is not None  # the logs' exports count
             output = run.finish()
         finally:
             run.stop_quietly()
