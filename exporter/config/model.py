@@ -13,22 +13,13 @@ plain ``Config.model_validate`` skips the ``OTEL_*`` fallbacks, the secret and t
 
 from __future__ import annotations
 
-import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_core.core_schema import ValidationInfo
 
 from exporter.config.fields import (
     DEFAULT_STATUS,
@@ -46,7 +37,7 @@ from exporter.config.fields import (
     split_list,
     upper,
 )
-from exporter.config.types import Duration, ListenAddress, Size, parse_listen, shown
+from exporter.config.types import Duration, ListenAddress, Size, headers_problem, parse_listen, shown
 from exporter.plugins import DEFAULTS, KINDS
 from exporter.redact import url_passwords
 
@@ -194,30 +185,6 @@ class ExportRetryConfig(Section):
 
 
 _DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
-# RFC 9110 token characters: what an HTTP header name may hold
-_HTTP_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# gRPC metadata keys (after the transport lower-cases them); "-bin" keys carry bytes, not text
-_GRPC_NAME = re.compile(r"[0-9a-z_.\-]+")
-
-
-def _header_problem(name: str, value: str, protocol: str) -> str | None:
-    """Why header ``name`` (with ``value``, never quoted) cannot be sent over ``protocol``, or None."""
-    label = f"header {shown(name)}"
-    if not _HTTP_NAME.fullmatch(name):
-        return f"{label}: not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only; no spaces or colons)"
-    if protocol == "grpc":
-        key = name.lower()
-        if not _GRPC_NAME.fullmatch(key):
-            return f"{label}: gRPC metadata names hold only letters, digits, '-', '_' and '.'"
-        if key.startswith("grpc-") or key.endswith("-bin"):
-            return f"{label}: gRPC reserves names starting with 'grpc-' and ending in '-bin'"
-    if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        return f"{label}: the value has leading or trailing spaces or control characters (value not shown)"
-    if protocol == "grpc" and not value.isascii():
-        return f"{label}: gRPC metadata values must be ASCII (value not shown)"
-    if not all(ord(c) < 256 for c in value):
-        return f"{label}: HTTP header values must be Latin-1 (value not shown)"
-    return None
 
 
 class ExportConfig(Section):
@@ -275,12 +242,9 @@ class ExportConfig(Section):
     @field_validator("headers")
     @classmethod
     def _sendable(cls, value: Mapping[str, str], info: ValidationInfo) -> Mapping[str, str]:
-        protocol = info.data.get("protocol", "http/protobuf")  # a bad protocol is reported on its own
-        problems = [p for name, item in value.items() if (p := _header_problem(name, item, protocol))]
-        if problems:
-            raise ValueError("; ".join(problems))
-        if protocol == "grpc" and len({name.lower() for name in value}) < len(value):
-            raise ValueError("names must differ in more than case: gRPC sends them lower-cased")
+        problem = headers_problem(value, info.data.get("protocol", "http/protobuf"))  # a bad protocol: said apart
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ listen address with the same parser the config validates it with).
   ``1h``, ``1d``, combinations such as ``1h30m``, or plain seconds;
 * a size is an int of bytes once validated; the text may say ``512KiB``, ``4MiB``, ``1GiB``
   (powers of 1024), ``500KB``, ``3MB``, ``1GB`` (powers of 1000), ``100B`` or plain bytes;
+* an OTLP header is checked by :func:`header_problem` (what HTTP and gRPC can send);
 * a listen address is ``host:port``, ``[v6]:port`` or ``:port``; ``""`` disables the server.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, NamedTuple
 
 from pydantic import BeforeValidator
@@ -27,6 +29,8 @@ __all__ = [
     "Size",
     "format_duration",
     "format_size",
+    "header_problem",
+    "headers_problem",
     "parse_duration",
     "parse_listen",
     "parse_size",
@@ -161,6 +165,43 @@ class _SizeTag:
 #: the marker :data:`Size` carries in its field's metadata
 SIZE_TAG = _SizeTag()
 Size = Annotated[int, BeforeValidator(parse_size), SIZE_TAG]
+
+
+# ── OTLP header names and values ─────────────────────────────────────────────────────────────
+
+# RFC 9110 token characters: what an HTTP header name may hold
+_HTTP_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# gRPC metadata keys (after the transport lower-cases them); "-bin" keys carry bytes, not text
+_GRPC_NAME = re.compile(r"[0-9a-z_.\-]+")
+
+
+def header_problem(name: str, value: str, protocol: str) -> str | None:
+    """Why header ``name`` (with ``value``, never quoted: it is a secret) cannot be sent over
+    ``protocol`` (``grpc`` or ``http/protobuf``), or None. gRPC sends names lower-cased."""
+    label = f"header {shown(name)}"
+    if not _HTTP_NAME.fullmatch(name):
+        return f"{label}: not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only; no spaces or colons)"
+    if protocol == "grpc":
+        key = name.lower()
+        if not _GRPC_NAME.fullmatch(key):
+            return f"{label}: gRPC metadata names hold only letters, digits, '-', '_' and '.'"
+        if key.startswith("grpc-") or key.endswith("-bin"):
+            return f"{label}: gRPC reserves names starting with 'grpc-' and ending in '-bin'"
+    if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return f"{label}: the value has leading or trailing spaces or control characters (value not shown)"
+    if protocol == "grpc" and not value.isascii():
+        return f"{label}: gRPC metadata values must be ASCII (value not shown)"
+    if not all(ord(c) < 256 for c in value):
+        return f"{label}: HTTP header values must be Latin-1 (value not shown)"
+    return None
+
+
+def headers_problem(headers: Mapping[str, str], protocol: str) -> str | None:
+    """Why ``headers`` cannot all be sent over ``protocol`` (every header's problem), or None."""
+    problems = [p for name, value in headers.items() if (p := header_problem(name, value, protocol))]
+    if not problems and protocol == "grpc" and len({name.lower() for name in headers}) < len(headers):
+        problems.append("names must differ in more than case: gRPC sends them lower-cased")
+    return "; ".join(problems) or None
 
 
 # ── the listen address ───────────────────────────────────────────────────────────────────────
