@@ -81,6 +81,7 @@ def _sender_settings(config: Config) -> SenderSettings:
     return SenderSettings(
         signals=tuple(config.export.signals),
         batch_size=config.export.batch_size,
+        max_batch_bytes=config.export.max_batch_bytes,
         initial_backoff=config.export.retry.initial_backoff,
         max_backoff=config.export.retry.max_backoff,
     )
@@ -309,7 +310,7 @@ class App:
 
     def send(self, *, force: bool = False, deadline: float | None = None) -> DrainReport:
         report = self.sender.drain(force=force, deadline=deadline)
-        if report.exported and not report.failed:
+        if report.exported:  # signals are delivered independently: one that fails does not undo the other
             self.store.set_meta("last_export_ok", str(self.clock()))
         return report
 

@@ -23,6 +23,8 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_records_skipped_total{reason}             [counter] records dropped: malformed, overflow
     bk_otel_records_exported_total{signal}            [counter] records acknowledged; logs | spans
     bk_otel_records_parked_total{signal}              [counter] records the backend refused for good
+    bk_otel_records_refused_total{signal}             [counter] records an accepted answer's partial_success
+                                                                refused (acknowledged, not resent)
     bk_otel_export_attempts_total{signal,outcome}     [counter] OTLP export calls; ok | error
     bk_otel_export_duration_seconds{signal}           [histogram] duration of one OTLP export call
     bk_otel_outbox_depth                              [gauge] records waiting (parked excluded)
@@ -111,6 +113,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "bk_otel_records_skipped_total",
     "bk_otel_records_exported_total",
     "bk_otel_records_parked_total",
+    "bk_otel_records_refused_total",
     "bk_otel_export_attempts_total",
     "bk_otel_export_duration_seconds",
     "bk_otel_outbox_depth",
@@ -232,6 +235,12 @@ class Metrics:
             ["signal"],
             registry=r,
         )
+        self._refused = Counter(
+            "bk_otel_records_refused",
+            "Records the backend refused inside an accepted answer (OTLP partial_success), by signal.",
+            ["signal"],
+            registry=r,
+        )
         self._export_attempts = Counter(
             "bk_otel_export_attempts",
             "OTLP export calls, by signal and outcome.",
@@ -277,6 +286,7 @@ class Metrics:
         for signal in _SIGNALS:
             self._exported.labels(signal=signal)
             self._parked.labels(signal=signal)
+            self._refused.labels(signal=signal)
         for reason in _SKIP_REASONS:
             self._skipped.labels(reason=reason)
         r.register(_StatusCollector(self))
@@ -352,6 +362,11 @@ class Metrics:
     def records_parked(self, n: int, signal: str) -> None:
         if n > 0:
             self._parked.labels(signal=signal).inc(n)
+
+    def records_refused(self, n: int, signal: str) -> None:
+        """``n`` records of an acknowledged batch were refused by the backend (``partial_success``)."""
+        if n > 0:
+            self._refused.labels(signal=signal).inc(n)
 
     def export_attempt(self, *, signal: str, ok: bool, seconds: float) -> None:
         """One OTLP export call finished; ``ok`` when the backend acknowledged it."""

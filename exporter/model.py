@@ -6,7 +6,7 @@
 ``SpanRecord``    an alarm (or a slice of it) mapped to an OpenTelemetry span, with its events
 ``OutboxItem``    a LogEvent or SpanRecord waiting in the state store's outbox
 
-Nothing here imports the OpenTelemetry SDK: only ``exporter.sinks.otlp`` does.
+Nothing here imports the OpenTelemetry SDK: only the OTLP sink (``exporter.sinks.otlp*``) does.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class SpanRecord:
     """An OpenTelemetry span, independent of the SDK.
 
     ``uid`` is the outbox identity of the span (stable, so a re-enqueued span is recognised).
-    ``status_code`` is ``UNSET``, ``OK`` or ``ERROR``.
+    ``status_code`` is ``UNSET``, ``OK`` or ``ERROR``. ``dropped_events`` counts the events left
+    out of ``events`` (OTLP ``dropped_events_count``).
     """
 
     uid: str
@@ -163,6 +164,7 @@ class SpanRecord:
     events: tuple[SpanEventData, ...] = ()
     status_code: str = "UNSET"
     status_message: str = ""
+    dropped_events: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

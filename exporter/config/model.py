@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_core.core_schema import ValidationInfo
 
 from exporter.config.fields import (
     DEFAULT_STATUS,
@@ -36,7 +37,7 @@ from exporter.config.fields import (
     split_list,
     upper,
 )
-from exporter.config.types import Duration, ListenAddress, Size, parse_listen, shown
+from exporter.config.types import Duration, ListenAddress, Size, headers_problem, parse_listen, shown
 from exporter.plugins import DEFAULTS, KINDS
 from exporter.redact import url_passwords
 
@@ -234,6 +235,7 @@ class ExportConfig(Section):
     client_cert_file: FilePath = None
     client_key_file: FilePath = None
     batch_size: int = Field(default=512, ge=1, le=10000)
+    max_batch_bytes: Size = Field(default=3 * 1024 * 1024, ge=1024)
     service_name: str = Field(default="bk-otel-exporter", min_length=1)
     resource_attributes: Mapping[str, str] = Field(default_factory=dict)
     console: bool = False
@@ -267,6 +269,14 @@ class ExportConfig(Section):
     def _names(cls, value: Mapping[str, str]) -> Mapping[str, str]:
         if any(not name.strip() for name in value):
             raise ValueError("names must not be empty")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, value: Mapping[str, str], info: ValidationInfo) -> Mapping[str, str]:
+        problem = headers_problem(value, info.data.get("protocol", "http/protobuf"))  # a bad protocol: said apart
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

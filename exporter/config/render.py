@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, SecretStr
 
 from exporter.config.model import Config, ExportConfig, StateConfig
-from exporter.config.types import DURATION_TAG, format_duration
+from exporter.config.types import DURATION_TAG, SIZE_TAG, format_duration, format_size
 from exporter.redact import MASK, redact_url
 
 __all__ = ["redacted_dict", "render_effective"]
@@ -41,6 +41,8 @@ def _redacted_model(model: BaseModel) -> dict[str, Any]:
             out[name] = _redacted_model(value)
         elif DURATION_TAG in info.metadata:
             out[name] = format_duration(value)
+        elif SIZE_TAG in info.metadata:
+            out[name] = format_size(value)
         elif isinstance(model, ExportConfig) and name == "headers":
             out[name] = {str(key): MASK for key in value}
         elif isinstance(model, StateConfig) and name == "url" and value is not None:

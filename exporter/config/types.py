@@ -5,8 +5,9 @@ listen address with the same parser the config validates it with).
 
 * a duration is a float of seconds once validated; the text may say ``250ms``, ``30s``, ``5m``,
   ``1h``, ``1d``, combinations such as ``1h30m``, or plain seconds;
-* a size is an int of bytes once validated; the text may say ``512KiB``, ``4MiB``, ``1GiB``, ``100B``
-  or plain bytes;
+* a size is an int of bytes once validated; the text may say ``512KiB``, ``4MiB``, ``1GiB``
+  (powers of 1024), ``500KB``, ``3MB``, ``1GB`` (powers of 1000), ``100B`` or plain bytes;
+* an OTLP header is checked by :func:`header_problem` (what HTTP and gRPC can send);
 * a listen address is ``host:port``, ``[v6]:port`` or ``:port``; ``""`` disables the server.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, NamedTuple
 
 from pydantic import BeforeValidator
@@ -22,9 +24,13 @@ from pydantic import BeforeValidator
 __all__ = [
     "DURATION_TAG",
     "Duration",
+    "SIZE_TAG",
     "ListenAddress",
     "Size",
     "format_duration",
+    "format_size",
+    "header_problem",
+    "headers_problem",
     "parse_duration",
     "parse_listen",
     "parse_size",
@@ -107,36 +113,95 @@ Duration = Annotated[float, BeforeValidator(parse_duration), DURATION_TAG]
 
 # ── sizes ────────────────────────────────────────────────────────────────────────────────────
 
-_SIZE_HINT = "use 512KiB, 4MiB, 1GiB or bytes"
-_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+_SIZE_HINT = "use 512KiB, 4MiB, 1GiB or a number of bytes"
+_SIZE_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
 _SIZE = re.compile(rf"\s*({_NUMBER})\s*([a-z]*)\s*", re.IGNORECASE)
 
 
 def parse_size(value: object) -> int:
-    """Bytes from ``"64MiB"``, ``"512KiB"``, ``"1GiB"``, ``"100B"``, ``1048576`` or ``"1048576"``.
+    """Bytes from ``"512KiB"``, ``"4MiB"``, ``"1GiB"``, ``"3MB"``, ``"100B"``, ``4096`` or ``"4096"``.
 
-    Raises :class:`ValueError` (quoting the input back) for anything else, including negative,
-    fractional byte counts and booleans.
+    Raises :class:`ValueError` (quoting the input back: sizes are never secrets) for anything
+    else, including negative, fractional-byte and boolean values.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         what = shown(value) if isinstance(value, bool) else f"of type {type(value).__name__}"
         raise ValueError(f"invalid size {what} ({_SIZE_HINT})")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), 1
-    else:
+    if isinstance(value, str):
         match = _SIZE.fullmatch(value)
-        if match is None or match[2].lower() not in _SIZE_UNITS:
+        unit = _SIZE_UNITS.get(match[2].lower() if match and match[2] else "b") if match else None
+        if match is None or unit is None:
             raise ValueError(f"invalid size {shown(value)} ({_SIZE_HINT})")
-        number, unit = float(match[1]), _SIZE_UNITS[match[2].lower()]
+        number = float(match[1]) * unit
+    else:
+        number = float(value)
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"invalid size {shown(value)}: must be a positive number of bytes")
-    total = number * unit
-    if total != int(total):
+    if number != int(number):
         raise ValueError(f"invalid size {shown(value)}: not a whole number of bytes")
-    return int(total)
+    return int(number)
 
 
-Size = Annotated[int, BeforeValidator(parse_size)]
+def format_size(size: int) -> str:
+    """The shortest exact spelling of ``size`` bytes that :func:`parse_size` reads back: ``"3MiB"``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+class _SizeTag:
+    """Marks size fields in ``Annotated`` metadata, so the rendering prints ``3MiB``, not ``3145728``."""
+
+
+#: the marker :data:`Size` carries in its field's metadata
+SIZE_TAG = _SizeTag()
+Size = Annotated[int, BeforeValidator(parse_size), SIZE_TAG]
+
+
+# ── OTLP header names and values ─────────────────────────────────────────────────────────────
+
+# RFC 9110 token characters: what an HTTP header name may hold
+_HTTP_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# gRPC metadata keys (after the transport lower-cases them); "-bin" keys carry bytes, not text
+_GRPC_NAME = re.compile(r"[0-9a-z_.\-]+")
+
+
+def header_problem(name: str, value: str, protocol: str) -> str | None:
+    """Why header ``name`` (with ``value``, never quoted: it is a secret) cannot be sent over
+    ``protocol`` (``grpc`` or ``http/protobuf``), or None. gRPC sends names lower-cased."""
+    label = f"header {shown(name)}"
+    if not _HTTP_NAME.fullmatch(name):
+        return f"{label}: not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only; no spaces or colons)"
+    if protocol == "grpc":
+        key = name.lower()
+        if not _GRPC_NAME.fullmatch(key):
+            return f"{label}: gRPC metadata names hold only letters, digits, '-', '_' and '.'"
+        if key.startswith("grpc-") or key.endswith("-bin"):
+            return f"{label}: gRPC reserves names starting with 'grpc-' and ending in '-bin'"
+    if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return f"{label}: the value has leading or trailing spaces or control characters (value not shown)"
+    if protocol == "grpc" and not value.isascii():
+        return f"{label}: gRPC metadata values must be ASCII (value not shown)"
+    if not all(ord(c) < 256 for c in value):
+        return f"{label}: HTTP header values must be Latin-1 (value not shown)"
+    return None
+
+
+def headers_problem(headers: Mapping[str, str], protocol: str) -> str | None:
+    """Why ``headers`` cannot all be sent over ``protocol`` (every header's problem), or None."""
+    problems = [p for name, value in headers.items() if (p := header_problem(name, value, protocol))]
+    if not problems and protocol == "grpc" and len({name.lower() for name in headers}) < len(headers):
+        problems.append("names must differ in more than case: gRPC sends them lower-cased")
+    return "; ".join(problems) or None
 
 
 # ── the listen address ───────────────────────────────────────────────────────────────────────

@@ -22,6 +22,12 @@ Status of the alarm span, for a trace viewer's red marker and TraceQL ``status``
 * ``UNSET`` neither is known. Slice spans are always UNSET: while an alarm is open its outcome is not.
 
 Every span also carries ``bk.span.role`` (``alarm`` or ``slice``) so queries can pick one kind.
+
+A span carries at most :data:`MAX_SPAN_EVENTS` events (an alarm can have tens of thousands of
+records, and a request over a collector's 4 MiB limit is refused): past it, the span keeps the
+first and the last ``MAX_SPAN_EVENTS / 2`` records in time order (how the alarm began and how it
+ended) and its ``dropped_events`` (OTLP ``dropped_events_count``) says how many were left out.
+Start, end and status are computed from every record, and the log records keep every one.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from exporter.mapping.ids import alarm_span_id, alarm_trace_id, slice_span_id
 from exporter.model import TERMINAL_OPERATES, AlarmContext, AttrValue, FlowRecord, SpanEventData, SpanRecord
 
 __all__ = [
+    "MAX_SPAN_EVENTS",
     "RECOVERED_OPERATES",
     "ROLE_ATTRIBUTE",
     "alarm_span",
@@ -50,6 +57,9 @@ __all__ = [
 RECOVERED_OPERATES = frozenset({"RECOVER", "SYSTEM_RECOVER"})
 #: Attribute naming which part of the alarm's trace a span is: ``alarm`` or ``slice``.
 ROLE_ATTRIBUTE = "bk.span.role"
+
+#: The most events one span carries (see the module docstring).
+MAX_SPAN_EVENTS = 1000
 
 _TERMINAL_STATUS = {"RECOVER": "RECOVERED", "SYSTEM_RECOVER": "RECOVERED", "CLOSE": "CLOSED", "SYSTEM_CLOSE": "CLOSED"}
 _MIN_SLICE_NS = 1_000  # a zero-length span renders as nothing in Jaeger; 1 µs is its resolution
@@ -103,6 +113,15 @@ def _ordered(events: Sequence[SpanEventData]) -> tuple[SpanEventData, ...]:
     return tuple(sorted(events, key=lambda e: (e.timestamp_ns, _rank(e))))
 
 
+def _capped(ordered: tuple[SpanEventData, ...]) -> tuple[tuple[SpanEventData, ...], int]:
+    """At most MAX_SPAN_EVENTS of time-ordered events (the first and the last half), and how many were left out."""
+    if len(ordered) <= MAX_SPAN_EVENTS:
+        return ordered, 0
+    head = MAX_SPAN_EVENTS // 2
+    tail = MAX_SPAN_EVENTS - head
+    return ordered[:head] + ordered[-tail:], len(ordered) - MAX_SPAN_EVENTS
+
+
 def _terminal(events: Sequence[SpanEventData]) -> SpanEventData | None:
     """The last terminal record of time-ordered ``events``."""
     return next((e for e in reversed(events) if e.name in TERMINAL_OPERATES), None)
@@ -153,6 +172,7 @@ def alarm_span(alarm_id: str, ctx: AlarmContext | None, events: Sequence[SpanEve
         # search_alert said when the alarm was discovered.
         attrs["bk.alarm.status"] = _TERMINAL_STATUS.get(last.name, "CLOSED")
     code, message = alarm_status(ordered, ctx)
+    kept, dropped = _capped(ordered)
     return SpanRecord(
         uid=alarm_span_uid(alarm_id),
         alarm_id=alarm_id,
@@ -162,9 +182,10 @@ def alarm_span(alarm_id: str, ctx: AlarmContext | None, events: Sequence[SpanEve
         start_ns=start,
         end_ns=end,
         attributes=attrs,
-        events=ordered,
+        events=kept,
         status_code=code,
         status_message=message,
+        dropped_events=dropped,
     )
 
 
@@ -175,6 +196,7 @@ def slice_span(alarm_id: str, ctx: AlarmContext | None, events: Sequence[SpanEve
     ordered = _ordered(events)
     first_uid = event_uid(ordered[0])
     start = ordered[0].timestamp_ns
+    kept, dropped = _capped(ordered)
     return SpanRecord(
         uid=slice_span_uid(alarm_id, first_uid),
         alarm_id=alarm_id,
@@ -185,5 +207,6 @@ def slice_span(alarm_id: str, ctx: AlarmContext | None, events: Sequence[SpanEve
         end_ns=max(ordered[-1].timestamp_ns, start + _MIN_SLICE_NS),
         parent_span_id=alarm_span_id(alarm_id),
         attributes=_attributes(alarm_id, ctx, "slice"),
-        events=ordered,
+        events=kept,
+        dropped_events=dropped,
     )

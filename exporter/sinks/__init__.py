@@ -1,4 +1,5 @@
-"""Where records go. Only :mod:`exporter.sinks.otlp` imports the OpenTelemetry SDK (lazily imported)."""
+"""Where records go. Only the OTLP sink (:mod:`exporter.sinks.otlp` and its `otlp_*` modules, lazily
+imported) uses the OpenTelemetry SDK, grpcio and opentelemetry-proto."""
 
 from exporter.sinks.base import SIGNALS, Batch, ExportOutcome, ExportResult, Sink
 

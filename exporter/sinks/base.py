@@ -1,12 +1,25 @@
-"""The sink contract: deliver one batch, say whether it was accepted.
+"""The sink contract: deliver one batch, say what became of it.
 
 A sink is given batches of one signal (``"logs"``: :class:`~exporter.model.LogEvent`,
 ``"spans"``: :class:`~exporter.model.SpanRecord`) by the sender, which owns the outbox. It answers
 with an :class:`ExportResult`; it must not raise for an expected failure (backend down,
-rejection) and must return within its configured timeout. The sender deletes the batch from the
-outbox only on ``SUCCESS``; on ``RETRY`` the batch stays queued and is retried with backoff; on
-``REJECTED`` the backend refused the data itself (HTTP 400, gRPC INVALID_ARGUMENT): retrying the
-same bytes cannot help, so the sender splits the batch to isolate the bad records and parks them.
+rejection) and must return within its configured timeout. What the sender does with each
+outcome:
+
+``SUCCESS``    the backend took the batch: its rows leave the outbox. ``rejected`` says how many
+               of its records the backend refused inside that accepted answer (OTLP
+               ``partial_success``): they are counted and the backend's message (``detail``) is
+               logged, but nothing is resent (the rest was stored, and which ones were refused is
+               not said).
+``RETRY``      an outage or a refusal that may go away (down, 5xx, 429, a redirect, auth): the
+               batch stays queued and is retried with backoff, at the earliest ``retry_after``
+               seconds later when the backend said so.
+``REJECTED``   the backend refused the data itself (HTTP 400, gRPC INVALID_ARGUMENT), or it cannot
+               be encoded at all: retrying the same bytes cannot help, so the sender splits the
+               batch to isolate the bad records and parks them.
+``TOO_LARGE``  the request was too big (HTTP 413, gRPC RESOURCE_EXHAUSTED for the message size, or
+               over the sink's own byte limit): the sender splits the batch in halves until the
+               parts are accepted; a single record too large even alone is parked.
 
 A sink is used from one sender thread at a time. ``shutdown`` releases connections.
 """
@@ -30,12 +43,17 @@ class ExportOutcome(Enum):
     SUCCESS = "success"
     RETRY = "retry"
     REJECTED = "rejected"
+    TOO_LARGE = "too_large"
 
 
 @dataclass(frozen=True)
 class ExportResult:
     outcome: ExportOutcome
     detail: str = ""
+    #: on SUCCESS: records of the batch the backend refused in its answer (``partial_success``)
+    rejected: int = 0
+    #: on RETRY: the backend's own "retry after" (seconds: HTTP ``Retry-After``, gRPC ``RetryInfo``)
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:

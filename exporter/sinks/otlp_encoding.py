@@ -1,17 +1,22 @@
-"""LogEvent / SpanRecord -> the OpenTelemetry SDK's ReadableLogRecord / ReadableSpan, and the Resource.
+"""LogEvent / SpanRecord -> OTLP requests: the SDK's ReadableLogRecord / ReadableSpan, its encoders.
 
-Pure conversion, kept apart from the transport (:mod:`exporter.sinks.otlp`): no I/O, no state
-beyond the resource an exporter builds once.
+Pure conversion, kept apart from the transport (:mod:`exporter.sinks.otlp_transport`): no I/O, no
+state beyond the resource a sink builds once. :func:`encode_request` is what the sink sends: an
+``ExportLogsServiceRequest`` or ``ExportTraceServiceRequest`` built by the SDK's OTLP encoders
+(``opentelemetry-exporter-otlp-proto-common``), which keep the SDK's Resource rules.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf.message import Message
 from opentelemetry import trace as trace_api
 from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -21,7 +26,14 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from exporter import __version__
 from exporter.model import LogEvent, SpanRecord
 
-__all__ = ["SCOPE", "FixedResource", "default_resource_attributes", "log_record", "readable_span"]
+__all__ = [
+    "SCOPE",
+    "FixedResource",
+    "default_resource_attributes",
+    "encode_request",
+    "log_record",
+    "readable_span",
+]
 
 SCOPE = InstrumentationScope("bk-otel-exporter", __version__)
 
@@ -70,6 +82,18 @@ def log_record(event: LogEvent, resource: Resource) -> ReadableLogRecord:
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 
+class _Span(ReadableSpan):
+    """A ReadableSpan that says how many events were left out (the SDK counts only its own drops)."""
+
+    def __init__(self, *, dropped_events: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._dropped = dropped_events
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped
+
+
 def readable_span(span: SpanRecord, resource: Resource) -> ReadableSpan:
     """A SpanRecord as the SDK's ReadableSpan, under ``resource`` and the exporter's scope."""
     flags = TraceFlags(TraceFlags.SAMPLED)
@@ -82,7 +106,8 @@ def readable_span(span: SpanRecord, resource: Resource) -> ReadableSpan:
         "OK": Status(StatusCode.OK),
         "ERROR": Status(StatusCode.ERROR, span.status_message or None),
     }.get(span.status_code, Status(StatusCode.UNSET))
-    return ReadableSpan(
+    return _Span(
+        dropped_events=max(0, span.dropped_events),
         name=span.name,
         context=SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=flags),
         parent=parent,
@@ -95,3 +120,13 @@ def readable_span(span: SpanRecord, resource: Resource) -> ReadableSpan:
         end_time=span.end_ns,
         instrumentation_scope=SCOPE,
     )
+
+
+def encode_request(signal: str, batch: Sequence[LogEvent | SpanRecord], resource: Resource) -> Message:
+    """The OTLP request carrying ``batch`` (``logs``: LogEvents, ``spans``: SpanRecords) under ``resource``.
+
+    Raises whatever the encoder raises for data OTLP cannot carry (the sink calls that a rejection).
+    """
+    if signal == "logs":
+        return encode_logs([log_record(e, resource) for e in batch if isinstance(e, LogEvent)])
+    return encode_spans([readable_span(s, resource) for s in batch if isinstance(s, SpanRecord)])

@@ -23,6 +23,18 @@ mode            gRPC status             HTTP      OTLP meaning
 Refused requests are listed in ``requests`` (``accepted=False``) but their items are not
 stored. A body that does not decode is refused with INVALID_ARGUMENT / 400 whatever the mode.
 
+Field conditions, set at construction or (``partial_success``) at any time:
+
+* ``services=("logs",)``: a backend without a traces pipeline. gRPC answers UNIMPLEMENTED for
+  the missing service (grpcio's own answer to an unknown method), HTTP 404 for its path.
+* ``max_receive_bytes`` (default 4 MiB, grpc's and the OpenTelemetry Collector's default gRPC
+  receive limit; for HTTP the default is 20 MiB, the Collector's ``max_request_body_size``): a
+  request larger than that, once decompressed, is refused with RESOURCE_EXHAUSTED
+  "received message larger than max (N vs. M)" (the Collector's words) / HTTP 413.
+* ``partial_success = (n, message)``: every accepted request is answered with
+  ``partial_success`` saying its first ``n`` items (at most all of them) were refused, with
+  ``message``; those are not stored (``RequestInfo.rejected`` counts them).
+
 Typical use::
 
     with OtlpReceiver() as receiver:
@@ -38,7 +50,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -50,11 +62,19 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.support.otlp_decode import (
+    any_value_to_python,
+    attributes_to_dict,
+    decode_log_record,
+    decode_span,
+    flatten_logs,
+    flatten_spans,
+)
 
 __all__ = [
+    "GRPC_MAX_RECEIVE",
+    "HTTP_MAX_RECEIVE",
     "MODES",
     "OtlpReceiver",
     "RequestInfo",
@@ -68,6 +88,10 @@ Mode = Literal["ok", "unavailable", "reject"]
 Signal = Literal["logs", "traces"]
 Transport = Literal["grpc", "http"]
 MODES: tuple[str, ...] = ("ok", "unavailable", "reject")
+#: grpc's default receive limit, also the OpenTelemetry Collector's OTLP/gRPC default
+GRPC_MAX_RECEIVE = 4 * 1024 * 1024
+#: the OpenTelemetry Collector's default OTLP/HTTP max_request_body_size
+HTTP_MAX_RECEIVE = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,102 +111,11 @@ class RequestInfo:
     """What was answered: a gRPC status name ("OK", "UNAVAILABLE", ...) or an HTTP code ("503")."""
     error: str = ""
     """Why a body was refused as malformed, else empty."""
+    rejected: int = 0
+    """Items an accepted request's ``partial_success`` answer refused (not stored)."""
+    size: int = 0
+    """Bytes of the request once decompressed (0 when it did not decompress)."""
     received_at: float = field(default_factory=time.monotonic)
-
-
-# --------------------------------------------------------------------------------------------
-# protobuf -> python
-
-
-def any_value_to_python(value: AnyValue) -> Any:
-    """An OTLP ``AnyValue`` as plain python: str, bool, int, float, bytes, list, dict, or None."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bytes_value":
-        return bytes(value.bytes_value)
-    if kind == "array_value":
-        return [any_value_to_python(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes_to_dict(value.kvlist_value.values)
-    raise ValueError(f"unknown AnyValue kind {kind!r}")
-
-
-def attributes_to_dict(attributes: Any) -> dict[str, Any]:
-    """A repeated ``KeyValue`` field as ``{key: python value}`` (a later duplicate key wins)."""
-    return {kv.key: any_value_to_python(kv.value) for kv in attributes}
-
-
-def _hex(raw: bytes) -> str:
-    return raw.hex() if raw else ""
-
-
-def decode_log_record(record: LogRecord, resource: dict[str, Any], scope: str) -> dict[str, Any]:
-    return {
-        "resource": resource,
-        "scope": scope,
-        "time_unix_nano": record.time_unix_nano,
-        "observed_time_unix_nano": record.observed_time_unix_nano,
-        "severity_number": int(record.severity_number),
-        "severity_text": record.severity_text,
-        "body": any_value_to_python(record.body),
-        "attributes": attributes_to_dict(record.attributes),
-        "trace_id": _hex(record.trace_id),
-        "span_id": _hex(record.span_id),
-        "event_name": record.event_name,
-    }
-
-
-def decode_span(span: Span, resource: dict[str, Any], scope: str) -> dict[str, Any]:
-    return {
-        "resource": resource,
-        "scope": scope,
-        "trace_id": _hex(span.trace_id),
-        "span_id": _hex(span.span_id),
-        "parent_span_id": _hex(span.parent_span_id),
-        "name": span.name,
-        "kind": int(span.kind),
-        "start_time_unix_nano": span.start_time_unix_nano,
-        "end_time_unix_nano": span.end_time_unix_nano,
-        "attributes": attributes_to_dict(span.attributes),
-        "events": [
-            {
-                "name": event.name,
-                "time_unix_nano": event.time_unix_nano,
-                "attributes": attributes_to_dict(event.attributes),
-            }
-            for event in span.events
-        ],
-        "status": {"code": int(span.status.code), "message": span.status.message},
-    }
-
-
-def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> list[dict[str, Any]]:
-    out = []
-    for resource_logs in request.resource_logs:
-        resource = attributes_to_dict(resource_logs.resource.attributes)
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                out.append(decode_log_record(record, dict(resource), scope_logs.scope.name))
-    return out
-
-
-def _flatten_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[dict[str, Any]]:
-    out = []
-    for resource_spans in request.resource_spans:
-        resource = attributes_to_dict(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                out.append(decode_span(span, dict(resource), scope_spans.scope.name))
-    return out
 
 
 @dataclass(frozen=True)
@@ -200,25 +133,27 @@ _SIGNALS: dict[Signal, _SignalKind] = {
         "/v1/logs",
         logs_service_pb2.ExportLogsServiceRequest,
         logs_service_pb2.ExportLogsServiceResponse,
-        _flatten_logs,
+        flatten_logs,
     ),
     "traces": _SignalKind(
         "opentelemetry.proto.collector.trace.v1.TraceService",
         "/v1/traces",
         trace_service_pb2.ExportTraceServiceRequest,
         trace_service_pb2.ExportTraceServiceResponse,
-        _flatten_spans,
+        flatten_spans,
     ),
 }
 
 # outcome -> what each transport answers
 _GRPC_STATUS = {
+    "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "ok": grpc.StatusCode.OK,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "reject": grpc.StatusCode.INVALID_ARGUMENT,
     "malformed": grpc.StatusCode.INVALID_ARGUMENT,
 }
 _HTTP_STATUS = {
+    "too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     "ok": HTTPStatus.OK,
     "unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
     "reject": HTTPStatus.BAD_REQUEST,
@@ -299,8 +234,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.BAD_REQUEST, _status_body(code_pb2.INVALID_ARGUMENT, str(exc)))
             return
         path = self.path.split("?", 1)[0]
+        receiver = self.server.receiver
         signal = next((name for name, kind in _SIGNALS.items() if kind.http_path == path), None)
-        if signal is None:
+        if signal is None or signal not in receiver.services:
             self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
@@ -312,12 +248,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
             body = _status_body(code_pb2.INVALID_ARGUMENT, error)
             self._reply(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, body)
             return
-        outcome, message = self.server.receiver._process("http", signal, body, encoding, headers)
+        outcome, message = receiver._process("http", signal, body, encoding, headers)
         if outcome == "ok":
-            reply = _SIGNALS[signal].response_type().SerializeToString()
+            reply = receiver._response(signal).SerializeToString()
         else:
-            code = code_pb2.UNAVAILABLE if outcome == "unavailable" else code_pb2.INVALID_ARGUMENT
-            reply = _status_body(code, message)
+            reply = _status_body(_RPC_CODES.get(outcome, code_pb2.INVALID_ARGUMENT), message)
         self._reply(_HTTP_STATUS[outcome], reply)
 
     def _read_body(self) -> bytes:
@@ -344,6 +279,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+_RPC_CODES = {"unavailable": code_pb2.UNAVAILABLE, "too_large": code_pb2.RESOURCE_EXHAUSTED}
+
+
 def _status_body(code: int, message: str) -> bytes:
     return status_pb2.Status(code=code, message=message).SerializeToString()
 
@@ -367,7 +305,7 @@ def _grpc_handlers(receiver: OtlpReceiver) -> list[grpc.GenericRpcHandler]:
             outcome, message = receiver._process("grpc", signal, raw, encoding, metadata)
             if outcome != "ok":
                 context.abort(_GRPC_STATUS[outcome], message)
-            return _SIGNALS[signal].response_type()
+            return receiver._response(signal)
 
         return grpc.unary_unary_rpc_method_handler(
             export, request_deserializer=None, response_serializer=lambda m: m.SerializeToString()
@@ -376,6 +314,7 @@ def _grpc_handlers(receiver: OtlpReceiver) -> list[grpc.GenericRpcHandler]:
     return [
         grpc.method_handlers_generic_handler(kind.grpc_service, {"Export": handler_for(signal)})
         for signal, kind in _SIGNALS.items()
+        if signal in receiver.services
     ]
 
 
@@ -389,7 +328,19 @@ class OtlpReceiver:
     Thread-safe: the servers call in from their own threads while the test reads and waits.
     """
 
-    def __init__(self, mode: Mode = "ok") -> None:
+    def __init__(
+        self,
+        mode: Mode = "ok",
+        *,
+        services: Collection[Signal] = ("logs", "traces"),
+        max_receive_bytes: int | None = None,
+    ) -> None:
+        self.services = frozenset(services)
+        self.grpc_max_receive = max_receive_bytes or GRPC_MAX_RECEIVE
+        self.http_max_receive = max_receive_bytes or HTTP_MAX_RECEIVE
+        #: ``(n, message)``: answer every accepted request with a partial_success refusing n items
+        self.partial_success: tuple[int, str] | None = None
+        self._answer = threading.local()  # the partial_success of this thread's request
         self._cond = threading.Condition()
         self._logs: list[dict[str, Any]] = []
         self._spans: list[dict[str, Any]] = []
@@ -411,7 +362,11 @@ class OtlpReceiver:
         server = grpc.server(
             self._executor,
             handlers=_grpc_handlers(self),
-            options=[("grpc.per_message_decompression", 0), ("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.per_message_decompression", 0),
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", self.grpc_max_receive),
+            ],
         )
         self.grpc_port = server.add_insecure_port("127.0.0.1:0")
         server.start()
@@ -539,13 +494,23 @@ class OtlpReceiver:
         kind = _SIGNALS[signal]
         decoded: list[dict[str, Any]] = []
         error = ""
+        limit = self.grpc_max_receive if transport == "grpc" else self.http_max_receive
+        size = 0
         try:
-            request = kind.request_type()
-            request.ParseFromString(_decompress(raw, encoding))
-            decoded = kind.flatten(request)
+            plain = _decompress(raw, encoding)
+            size = len(plain)
+            if size <= limit:
+                request = kind.request_type()
+                request.ParseFromString(plain)
+                decoded = kind.flatten(request)
         except (DecodeError, OSError, EOFError, zlib.error, ValueError) as exc:
             error = f"cannot decode the {signal} request ({encoding}): {exc}"
-        outcome = "malformed" if error else self.mode
+        outcome = "malformed" if error else "too_large" if size > limit else self.mode
+        if outcome == "too_large":
+            error = f"received message larger than max ({size} vs. {limit})"
+        partial = self.partial_success if outcome == "ok" else None
+        rejected = min(partial[0], len(decoded)) if partial else 0
+        self._answer.partial = (rejected, partial[1]) if partial else None
         status = _GRPC_STATUS[outcome].name if transport == "grpc" else str(int(_HTTP_STATUS[outcome]))
         info = RequestInfo(
             transport=transport,
@@ -556,13 +521,26 @@ class OtlpReceiver:
             accepted=outcome == "ok",
             status=status,
             error=error,
+            rejected=rejected,
+            size=size,
         )
         with self._cond:
             self.requests.append(info)
             if outcome == "ok":
-                (self._logs if signal == "logs" else self._spans).extend(decoded)
+                (self._logs if signal == "logs" else self._spans).extend(decoded[rejected:])
             self._cond.notify_all()
         return outcome, error or f"OtlpReceiver mode={outcome}"
+
+    def _response(self, signal: Signal) -> Any:
+        """The Export*ServiceResponse for this thread's accepted request (with its partial_success)."""
+        response = _SIGNALS[signal].response_type()
+        partial = getattr(self._answer, "partial", None)
+        if partial is not None:
+            rejected, message = partial
+            field_name = "rejected_log_records" if signal == "logs" else "rejected_spans"
+            setattr(response.partial_success, field_name, rejected)
+            response.partial_success.error_message = message
+        return response
 
     def _refuse(
         self,
