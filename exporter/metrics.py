@@ -382,12 +382,16 @@ class Metrics:
         if ok:
             self._last_export_g.set(now)
 
-    def set_outbox(self, *, depth: int, oldest_age_seconds: float, parked: int) -> None:
-        """The outbox as it is now: waiting records (parked excluded), oldest age, parked records."""
+    def set_outbox(self, *, depth: int, oldest_age_seconds: float, parked: int, sendable: int | None = None) -> None:
+        """The outbox as it is now: waiting records (parked excluded), oldest age, parked records.
+
+        ``sendable`` (default: ``depth``) is how many of them the sender can send (of the signals
+        ``export.signals`` lists): readiness waits only on those, never on stranded rows."""
         depth = max(0, depth)
         self._outbox_depth_g.set(depth)
         self._outbox_age_g.set(max(0.0, oldest_age_seconds) if depth else 0.0)
         self._outbox_parked_g.set(max(0, parked))
+        depth = depth if sendable is None else max(0, sendable)
         with self._lock:
             if depth and not self._outbox_depth:
                 self._outbox_nonempty_since = self._clock()

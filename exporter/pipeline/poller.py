@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.errors import BkApiError, BkAuthError, BkNotFoundError, PluginError
+from exporter.errors import BkApiError, BkAuthError, BkNotFoundError, PluginError, StateError
 from exporter.logsetup import RateLimitedLogger
 from exporter.mapping.base import Mapper, guarded
 from exporter.model import AlarmContext, FlowRecord
@@ -86,6 +86,7 @@ class CycleReport:
     retired: int = 0
     overflow: int = 0
     auth_error: str | None = None
+    store_error: str | None = None  # the state store refused a commit (a full disk, a lost database)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -161,6 +162,12 @@ class Poller:
                 with lock:
                     report.auth_error = str(exc)
                 return
+            except StateError as exc:  # nothing of this alarm's poll was committed: read again later
+                with lock:
+                    report.failed += 1
+                    report.store_error = report.store_error or str(exc)
+                    report.errors.append(f"{alarm.alarm_id}: {exc}")
+                return
             with lock:
                 report.polled += 1
                 report.new_records += outcome.new_records
@@ -178,6 +185,12 @@ class Poller:
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
                 list(pool.map(work, due))
+        if report.store_error:
+            self._limited.error(
+                "store", "the state store refused this cycle's commits (read again next cycle): %s", report.store_error
+            )
+        else:
+            self._limited.reset("store")
         if report.auth_error:
             self._limited.error(
                 "auth", "BlueKing refused our credentials; polling paused until the next cycle: %s", report.auth_error

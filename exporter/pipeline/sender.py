@@ -47,7 +47,9 @@ class SendMetrics(Protocol):
     def records_parked(self, n: int, signal: str) -> None: ...
     def records_refused(self, n: int, signal: str) -> None: ...
     def export_attempt(self, *, signal: str, ok: bool, seconds: float) -> None: ...
-    def set_outbox(self, *, depth: int, oldest_age_seconds: float, parked: int) -> None: ...
+    def set_outbox(
+        self, *, depth: int, oldest_age_seconds: float, parked: int, sendable: int | None = None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -379,4 +381,5 @@ class Sender:
     def _publish_outbox(self) -> None:
         stats = self.store.outbox_stats()
         age = 0.0 if stats.oldest_enqueued_at is None else max(0.0, self.clock() - stats.oldest_enqueued_at)
-        self.metrics.set_outbox(depth=stats.depth, oldest_age_seconds=age, parked=stats.parked)
+        sendable = sum(stats.by_kind.get(signal, 0) for signal in self.settings.signals)
+        self.metrics.set_outbox(depth=stats.depth, oldest_age_seconds=age, parked=stats.parked, sendable=sendable)

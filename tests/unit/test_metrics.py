@@ -227,6 +227,23 @@ def test_non_empty_outbox_needs_a_recent_export(metrics: Metrics, clock: Clock) 
     assert metrics.ready()[0]
 
 
+def test_stranded_rows_never_make_it_unready(metrics: Metrics, clock: Clock) -> None:
+    """Rows of a signal no longer exported wait for ever by design: readiness waits only on what
+    the sender can send (the gauge still shows every waiting row)."""
+    metrics.set_scheduler_running(True)
+    metrics.set_outbox(depth=7, oldest_age_seconds=5000, parked=0, sendable=0)
+    for _ in range(4):
+        clock.advance(200)
+        metrics.poll_cycle(ok=True, alarms_polled=1, seconds=0.1)
+    assert metrics.ready()[0]
+    assert metrics.registry.get_sample_value("bk_otel_outbox_depth") == 7
+    metrics.set_outbox(depth=9, oldest_age_seconds=5000, parked=0, sendable=2)  # two can be sent
+    clock.advance(301)
+    metrics.poll_cycle(ok=True, alarms_polled=1, seconds=0.1)
+    ok, details = metrics.ready()
+    assert not ok and details["reasons"] == ["2 records waiting, no successful export for 301s (limit 300s)"]
+
+
 def test_scheduler_restart_restarts_the_grace(metrics: Metrics, clock: Clock) -> None:
     metrics.set_scheduler_running(True)
     clock.advance(500)

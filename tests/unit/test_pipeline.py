@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from exporter.errors import BkAuthError, BkNotFoundError, BkUnavailableError
+from exporter.errors import BkAuthError, BkNotFoundError, BkUnavailableError, StateError
 from exporter.sinks.base import ExportOutcome
 from exporter.state.sqlite import SqliteStateStore
 from tests.support.pipeline import Rig, row
@@ -119,6 +120,32 @@ def test_api_failure_keeps_others_going(rig: Callable[..., Rig]) -> None:
     assert report.failed == 1 and report.polled == 2 and not report.ok
     assert len(r.sink.logs) == 1
     assert "1306201" in (r.store.get_alarm("1").last_error or "")  # type: ignore[union-attr]
+
+
+def test_a_store_that_refuses_commits_fails_the_alarms_not_the_cycle(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk: every commit fails. The cycle reports it (one rate-limited ERROR), raises
+    nothing, and once the store takes commits again every record is delivered."""
+    r = rig()
+    r.follow("1", "2")
+    r.source.data["1"] = [row("CREATE", "2024-06-10 14:13:50")]
+    r.source.data["2"] = [row("CREATE", "2024-06-10 14:13:51")]
+    commit = r.store.commit_poll
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise StateError("state store s0.db: database or disk is full")
+
+    monkeypatch.setattr(r.store, "commit_poll", full)
+    with caplog.at_level(logging.ERROR, logger="exporter.pipeline.poller"):
+        report = r.cycle()
+        r.cycle()
+    assert report.failed == 2 and report.polled == 0 and not report.ok
+    assert report.store_error is not None and "disk is full" in report.store_error
+    assert len([m for m in caplog.messages if "state store refused" in m]) == 1
+    monkeypatch.setattr(r.store, "commit_poll", commit)
+    assert r.cycle().new_records == 2
+    assert sorted(e.alarm_id for e in r.sink.logs) == ["1", "2"]
 
 
 def test_auth_failure_stops_the_cycle_and_marks_unready(rig: Callable[..., Rig]) -> None:
