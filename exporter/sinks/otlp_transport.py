@@ -172,7 +172,13 @@ class GrpcTransport:
         self.where = redact_url(endpoint)
         target = parts.netloc.rpartition("@")[2] or endpoint
         plain = insecure if insecure is not None else parts.scheme != "https"
-        options = [("grpc.primary_user_agent", USER_AGENT)]
+        # A collector that comes back is reconnected to within seconds, not grpc's default of up to
+        # two minutes of reconnect backoff (the sender keeps its own backoff between attempts).
+        options = [
+            ("grpc.primary_user_agent", USER_AGENT),
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+        ]
         if plain:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
@@ -196,8 +202,14 @@ class GrpcTransport:
 
     def send(self, signal: str, body: bytes) -> ExportResult:
         try:
+            # wait_for_ready: a channel still (re)connecting is waited for, within the timeout, instead
+            # of failing at once (a collector restarted a moment ago takes the final flush at shutdown).
             response = self._calls[signal](
-                body, metadata=self._metadata, timeout=self._timeout, compression=self._compression
+                body,
+                metadata=self._metadata,
+                timeout=self._timeout,
+                compression=self._compression,
+                wait_for_ready=True,
             )
         except grpc.RpcError as exc:
             return self._failed(signal, exc)
