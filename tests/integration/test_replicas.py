@@ -31,7 +31,7 @@ from exporter.errors import StateError
 from exporter.model import AlarmContext
 from exporter.simulator import Simulator
 from exporter.state import open_store
-from exporter.state.base import PollCommit
+from exporter.state.base import PollCommit, QueuedRecord
 from exporter.state.postgres import PostgresStateStore
 from tests.support.daemon import Daemon, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
@@ -125,20 +125,31 @@ def test_a_stale_commit_neither_loses_nor_duplicates(two_replicas: Callable[...,
     a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
     (claimed,) = a.claim_due(10.0, 10)
     wait_until(lambda: len(b.claim_due(10.0, 10)) == 1, 5.0, "b to take the alarm over")
-    # a wakes up and commits what it read: the records count, the lifecycle is b's to decide
+    # a wakes up and commits what it read, retiring the alarm with its span: fenced off whole (b
+    # claimed the alarm since, under a newer token), nothing of it is written
     stale = a.commit_poll(
-        PollCommit("1", 11.0, seen=["r1", "r2"], queued=[queued_log("r1"), queued_log("r2")], next_poll=99.0)
+        PollCommit(
+            "1",
+            11.0,
+            seen=["r1", "r2"],
+            queued=[queued_log("r1"), queued_log("r2")],
+            extra_queued=[QueuedRecord("spans", "alarm-span-1", "{}")],
+            phase="retired",
+            next_poll=99.0,
+        )
     )
-    assert stale.inserted == 2
+    assert stale.inserted == 0
     alarm = a.get_alarm("1")
-    assert alarm is not None and alarm.next_poll == claimed.next_poll and alarm.records == 2
-    # b read the same records and one more: only the new one is queued
+    assert alarm is not None and (alarm.phase, alarm.next_poll, alarm.records) == ("active", claimed.next_poll, 0)
+    assert a.seen_uids("1") == set() and a.outbox_stats().depth == 0
+    # b read the same records and one more (they are still in BlueKing): all three are queued, once
     b_commit = PollCommit("1", 12.0, seen=["r1", "r2", "r3"], queued=[queued_log(u) for u in ("r1", "r2", "r3")])
     b_commit.next_poll = 40.0
-    assert b.commit_poll(b_commit).inserted == 1
+    assert b.commit_poll(b_commit).inserted == 3
     alarm = b.get_alarm("1")
     assert alarm is not None and alarm.next_poll == 40.0 and alarm.records == 3
     assert sorted(i.payload.uid for i in b.claim_outbox("logs", 10)) == ["r1", "r2", "r3"]
+    assert b.claim_outbox("spans", 10) == []
     assert {r["owner"]: r["alarms_owned"] for r in b.replicas()} == {"a": 0, "b": 0}  # b's commit ended it
 
 
@@ -195,7 +206,11 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         t.join()
     try:
         assert errors == [] and len(stores) == 4
-        assert len({s.get_meta("instance_id") for s in stores}) == 1
+        # migrated once: one store, one creation (the store's own id in meta is the store's, not a replica's)
+        assert len({(s.get_meta("instance_id"), s.get_meta("created_at")) for s in stores}) == 1
+        # one service.instance.id per replica, never the store's
+        ids = {s.instance_id for s in stores}
+        assert len(ids) == 4 and stores[0].get_meta("instance_id") not in ids
     finally:
         for s in stores:
             s.close()
