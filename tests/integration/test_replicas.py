@@ -236,7 +236,7 @@ def test_status_shows_the_replicas(postgres_url: str, tmp_path: Path) -> None:
     from exporter.status import collect_status, render_status
 
     url = fresh_schema(postgres_url)
-    a = PostgresStateStore(url, max_queued=10, lease=30.0, owner="pod-a:1:x")
+    a = PostgresStateStore(url, max_queued=10, lease=30.0, owner="pod-a:1:x", instance_id="pod-a-instance")
     try:
         a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
         a.claim_due(time.time(), 10)
@@ -252,14 +252,17 @@ def test_status_shows_the_replicas(postgres_url: str, tmp_path: Path) -> None:
     finally:
         a.close()
     (replica,) = status["replicas"]
-    assert (replica["owner"], replica["alive"], replica["alarms_owned"], replica["roles"]) == (
+    assert (replica["owner"], replica["alive"], replica["alarms_owned"], replica["roles"], replica["instance_id"]) == (
         "pod-a:1:x",
         True,
         1,
         ["discovery"],
+        "pod-a-instance",
     )
     json.dumps(status)  # the --json form
-    assert "replicas seen in the last hour: 1, 1 alive" in text and "pod-a:1:x" in text
+    assert "replicas seen in the last hour: 1, 1 alive" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("pod-a:1:x")]
+    assert line.split()[-2:] == ["discovery", "pod-a-instance"], line
     assert str(urlsplit(postgres_url).password) not in text + json.dumps(status)  # never the password
 
 
@@ -408,6 +411,9 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
     assert total >= 2 * N_ALARMS, share
     for n in (1, 2, 3):
         assert share[f"replica-{n}"] >= 0.2 * total, share
+    # one service.instance.id per replica (the log.record.uid is the record's, whoever sends it)
+    pairs = {(r["resource"]["test.replica"], r["resource"]["service.instance.id"]) for r in receiver.logs()}
+    assert len(pairs) == 3 and len({instance for _, instance in pairs}) == 3, pairs
     assert set(survivors_polls) <= {"replica-1", "replica-2"}
     assert recovered_in <= LEASE + POLL + 2.0, f"took {recovered_in:.1f}s (replica-3 held {held})"
 
