@@ -173,6 +173,67 @@ def test_outbox_rows_are_leased_per_replica(two_replicas: Callable[..., Postgres
     assert owned == {"a": 0, "b": 2}
 
 
+def test_ack_release_and_park_act_only_under_the_callers_token(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    a = two_replicas("a", lease=0.5, max_hold=0.1)  # a's heartbeat lets its claims lapse at once
+    b = two_replicas("b", lease=30.0)
+    a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    a.commit_poll(PollCommit("1", 5.0, seen=list("abc"), queued=[queued_log(u) for u in "abc"]))
+    stale = a.claim_outbox("logs", 10)
+    assert [i.payload.uid for i in stale] == ["a", "b", "c"]
+    wait_until(lambda: len(b.claim_outbox("logs", 10)) == 3, 5.0, "b to take the rows over")
+    # a was frozen past its lease: its bookkeeping of the batch is fenced off, b's claim stands
+    a.ack([stale[0].seq])
+    a.release([stale[1].seq])
+    a.park([stale[2].seq], "rejected", 6.0)
+    stats = b.outbox_stats()
+    assert (stats.depth, stats.parked) == (3, 0)
+    assert {r["owner"]: r["outbox_rows_owned"] for r in b.replicas()} == {"a": 0, "b": 3}
+    mine = b.claim_outbox("logs", 10)  # b's own, under a new token
+    assert [i.attempts for i in mine] == [0, 0, 0]
+    b.ack([mine[0].seq])
+    b.park([mine[1].seq], "rejected", 7.0)
+    b.release([mine[2].seq])
+    stats = b.outbox_stats()
+    assert (stats.depth, stats.parked) == (1, 1)
+
+
+def test_the_heartbeat_never_waits_behind_the_pool(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    a = two_replicas("a", lease=1.0, pool_size=1)
+    b = two_replicas("b", lease=1.0)
+    a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    assert len(a.claim_due(10.0, 10)) == 1
+    busy = threading.Thread(target=lambda: a._db.run("busy", lambda cur: cur.execute("SELECT pg_sleep(3.5)")))
+    busy.start()  # a's only pooled connection is taken for 3.5 leases
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert b.claim_due(10.0, 10) == [], "a's claim lapsed while its pool was busy"
+            time.sleep(0.2)
+    finally:
+        busy.join()
+
+
+def test_three_replicas_split_the_alarms_evenly(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    stores = [two_replicas(name) for name in ("a", "b", "c")]
+    for store in stores:
+        assert store.claim_due(0.0, 10) == []  # registered, nothing due
+    for i in range(60):
+        stores[0].upsert_alarm(AlarmContext(str(5000 + i)), source="config", now=100.0, due=True)
+    shares = [len(store.claim_due(100.0, 1000)) for store in stores]
+    assert shares == [20, 20, 20], shares
+
+
+def test_a_replica_sends_what_it_queued_first(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    a = two_replicas("a", steal_after=1.0)
+    b = two_replicas("b", steal_after=1.0)
+    assert a.claim_due(0.0, 10) == [] and b.claim_due(0.0, 10) == []  # both live
+    a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    now = a.clock()  # the database's clock, as the poller uses it
+    a.commit_poll(PollCommit("1", now, seen=list("xy"), queued=[queued_log(u) for u in "xy"]))
+    assert b.claim_outbox("logs", 10) == []  # a's rows: a sends them
+    wait_until(lambda: len(b.claim_outbox("logs", 10)) == 2, 5.0, "a's rows to wait longer than steal_after")
+
+
 def test_a_role_has_one_holder_and_moves_on(two_replicas: Callable[..., PostgresStateStore]) -> None:
     a = two_replicas("a")
     b = two_replicas("b")
