@@ -71,6 +71,15 @@ def build_sink(config: Config, instance_id: str, *, context: PluginContext | Non
     return sink
 
 
+def instance_id(config: Config, store: StateStore) -> str:
+    """This process's ``service.instance.id``: the operator's (``export.resource_attributes`` or
+    ``OTEL_RESOURCE_ATTRIBUTES``), else the store's for this process (one per replica of a shared
+    store; the SQLite file's own, which one process owns)."""
+    configured = config.export.resource_attributes.get("service.instance.id")
+    own = getattr(store, "instance_id", None)
+    return configured or (own if isinstance(own, str) and own else None) or store.get_meta("instance_id") or "unknown"
+
+
 def _built(sink: Sink | None) -> Sink:
     if sink is None:  # pragma: no cover - _build_plugins(with_sink=True) always builds one
         raise RuntimeError("no sink was built")
@@ -112,11 +121,10 @@ class App:
         *,
         sink: Sink | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         store: StateStore | None = None,
     ) -> None:
         self.config = config
-        self.clock = clock
         self.stop = threading.Event()
         poll_interval = config.poll.interval
         self.metrics = metrics or Metrics(
@@ -130,9 +138,13 @@ class App:
             max_queued=config.state.max_queued_records,
             lease=config.state.lease,
             exclusive=True,  # one exporter per state file (status reads it without the lock)
+            instance_id=config.export.resource_attributes.get("service.instance.id"),
         )
+        # Due times and retirements are compared across replicas: a shared store offers the
+        # database's clock for them (time.time() otherwise).
+        self.clock: Callable[[], float] = clock or getattr(self.store, "clock", None) or time.time
         try:
-            self.instance_id = self.store.get_meta("instance_id") or "unknown"
+            self.instance_id = instance_id(config, self.store)
             self.source, self.mapper, built = self._build_plugins(config, with_sink=sink is None)
             self.sink: Sink = sink if sink is not None else _built(built)
         except BaseException:
@@ -141,7 +153,8 @@ class App:
         self._own_sink = sink is None
         self.poller = self._build_poller(config)
         self.discoverer = self._build_discoverer(config)
-        self.sender = Sender(self.store, self.sink, self.metrics, _sender_settings(config), clock=clock, stop=self.stop)
+        settings = _sender_settings(config)
+        self.sender = Sender(self.store, self.sink, self.metrics, settings, clock=self.clock, stop=self.stop)
         self.warn_stranded()
 
     def _context(self, config: Config) -> PluginContext:

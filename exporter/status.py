@@ -121,18 +121,21 @@ def _per_signal(counts: dict[str, int]) -> str:
 
 def _render_replicas(replicas: list[dict[str, Any]], now: float) -> list[str]:
     """One line per replica: liveness, the alarms and outbox rows it holds a lease on right now,
-    the polls it completed, its roles."""
+    the polls it completed, its roles, and the ``service.instance.id`` its records carry."""
     width = max([len("replica"), *(len(r["owner"]) for r in replicas)])
+    roles = [",".join(r["roles"]) or "-" for r in replicas]
+    roles_width = max([len("roles"), *(len(x) for x in roles)])
     lines = [
         "",
         f"replicas seen in the last hour: {len(replicas)}, {sum(1 for r in replicas if r['alive'])} alive",
-        f"{'replica':<{width}} {'state':<7} {'seen':>6} {'alarms':>6} {'outbox':>6} {'polls':>8}  roles",
+        f"{'replica':<{width}} {'state':<7} {'seen':>6} {'alarms':>6} {'outbox':>6} {'polls':>8}  "
+        f"{'roles':<{roles_width}}  service.instance.id",
     ]
-    for r in replicas:
+    for r, held in zip(replicas, roles, strict=True):
         state = "alive" if r["alive"] else ("stopped" if r["stopped_at"] else "lost")
         lines.append(
             f"{r['owner']:<{width}} {state:<7} {now - r['last_seen']:>5.0f}s {r['alarms_owned']:>6} "
-            f"{r['outbox_rows_owned']:>6} {r['polls']:>8}  {','.join(r['roles']) or '-'}"
+            f"{r['outbox_rows_owned']:>6} {r['polls']:>8}  {held:<{roles_width}}  {r.get('instance_id') or '-'}"
         )
     return lines
 

@@ -32,13 +32,16 @@ def open_store(
     lease: float = 30.0,
     exclusive: bool = False,
     create: bool = True,
+    instance_id: str | None = None,
 ) -> StateStore:
     """Open the configured store: the SQLite file at ``path``, or the shared store at ``url``.
 
     ``exclusive`` (``run`` and ``once``): the SQLite file is locked for this process; a second
-    exporter on the same file is refused (StateError). A shared store is made for several replicas.
-    ``create`` False (``status``, ``requeue``, ``purge``): a SQLite file that does not exist is a
-    StateError naming ``state.path``, not a new empty store.
+    exporter on the same file is refused (StateError). ``create`` False (``status``, ``requeue``,
+    ``purge``): a SQLite file that does not exist is a StateError naming ``state.path``, not a new
+    empty store. A shared store is made for several replicas; there ``exclusive`` means this
+    process is one of them: its ``service.instance.id`` is
+    ``instance_id`` (the operator's), else the one kept in ``<path>.instance-id``.
     """
     if url:
         from exporter.errors import StateError
@@ -53,7 +56,13 @@ def open_store(
                 "state.url: the PostgreSQL driver (psycopg 3) is not installed; "
                 "pip install 'bk-otel-exporter[postgres]'"
             ) from None
-        return PostgresStateStore(url, max_queued=max_queued, lease=lease)
+        return PostgresStateStore(
+            url,
+            max_queued=max_queued,
+            lease=lease,
+            instance_id=instance_id,
+            instance_file=f"{path}.instance-id" if exclusive else None,
+        )
     from exporter.state.sqlite import SqliteStateStore
 
     return SqliteStateStore(path, max_queued=max_queued, exclusive=exclusive, create=create)

@@ -71,13 +71,16 @@ ALARM_COLUMNS = ", ".join(ALARM_FIELDS)
 
 
 # -- opening --------------------------------------------------------------------------------------
-def check_identity(facts: Mapping[str, str], *, store: str, subject: str, elsewhere: str) -> int:
+def check_identity(
+    facts: Mapping[str, str], *, store: str, subject: str, elsewhere: str, newest: int = SCHEMA_VERSION
+) -> int:
     """The schema version of an existing store, from its ``app`` and ``schema_version`` meta rows.
 
     ``store`` names the store in messages (``state store <where>``), ``subject`` what was or was
     not written by us (the store, or one schema of it), ``elsewhere`` where else to point the
     exporter. A store of another application or with an unreadable version is a
-    StateCorruptError; one newer than this build a StateSchemaError.
+    StateCorruptError; one newer than this build (``newest``: the shared store has steps of its
+    own) a StateSchemaError.
     """
     if facts.get("app") != APP_ID:
         raise StateCorruptError(f"{subject} was not written by {APP_ID}; refusing to touch it")
@@ -85,10 +88,10 @@ def check_identity(facts: Mapping[str, str], *, store: str, subject: str, elsewh
         version = int(facts.get("schema_version", "0"))
     except ValueError:
         raise StateCorruptError(f"{store}: unreadable schema version") from None
-    if version > SCHEMA_VERSION:
+    if version > newest:
         raise StateSchemaError(
             f"{store} has schema version {version}, newer than this exporter "
-            f"understands ({SCHEMA_VERSION}); upgrade the exporter or use another {elsewhere}"
+            f"understands ({newest}); upgrade the exporter or use another {elsewhere}"
         )
     return version
 

@@ -31,7 +31,7 @@ from exporter.errors import StateError
 from exporter.model import AlarmContext
 from exporter.simulator import Simulator
 from exporter.state import open_store
-from exporter.state.base import PollCommit
+from exporter.state.base import PollCommit, QueuedRecord
 from exporter.state.postgres import PostgresStateStore
 from tests.support.daemon import Daemon, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
@@ -125,20 +125,31 @@ def test_a_stale_commit_neither_loses_nor_duplicates(two_replicas: Callable[...,
     a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
     (claimed,) = a.claim_due(10.0, 10)
     wait_until(lambda: len(b.claim_due(10.0, 10)) == 1, 5.0, "b to take the alarm over")
-    # a wakes up and commits what it read: the records count, the lifecycle is b's to decide
+    # a wakes up and commits what it read, retiring the alarm with its span: fenced off whole (b
+    # claimed the alarm since, under a newer token), nothing of it is written
     stale = a.commit_poll(
-        PollCommit("1", 11.0, seen=["r1", "r2"], queued=[queued_log("r1"), queued_log("r2")], next_poll=99.0)
+        PollCommit(
+            "1",
+            11.0,
+            seen=["r1", "r2"],
+            queued=[queued_log("r1"), queued_log("r2")],
+            extra_queued=[QueuedRecord("spans", "alarm-span-1", "{}")],
+            phase="retired",
+            next_poll=99.0,
+        )
     )
-    assert stale.inserted == 2
+    assert stale.inserted == 0
     alarm = a.get_alarm("1")
-    assert alarm is not None and alarm.next_poll == claimed.next_poll and alarm.records == 2
-    # b read the same records and one more: only the new one is queued
+    assert alarm is not None and (alarm.phase, alarm.next_poll, alarm.records) == ("active", claimed.next_poll, 0)
+    assert a.seen_uids("1") == set() and a.outbox_stats().depth == 0
+    # b read the same records and one more (they are still in BlueKing): all three are queued, once
     b_commit = PollCommit("1", 12.0, seen=["r1", "r2", "r3"], queued=[queued_log(u) for u in ("r1", "r2", "r3")])
     b_commit.next_poll = 40.0
-    assert b.commit_poll(b_commit).inserted == 1
+    assert b.commit_poll(b_commit).inserted == 3
     alarm = b.get_alarm("1")
     assert alarm is not None and alarm.next_poll == 40.0 and alarm.records == 3
     assert sorted(i.payload.uid for i in b.claim_outbox("logs", 10)) == ["r1", "r2", "r3"]
+    assert b.claim_outbox("spans", 10) == []
     assert {r["owner"]: r["alarms_owned"] for r in b.replicas()} == {"a": 0, "b": 0}  # b's commit ended it
 
 
@@ -160,6 +171,67 @@ def test_outbox_rows_are_leased_per_replica(two_replicas: Callable[..., Postgres
     assert (stats.depth, stats.parked) == (2, 1)
     owned = {r["owner"]: r["outbox_rows_owned"] for r in a.replicas()}
     assert owned == {"a": 0, "b": 2}
+
+
+def test_ack_release_and_park_act_only_under_the_callers_token(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    a = two_replicas("a", lease=0.5, max_hold=0.1)  # a's heartbeat lets its claims lapse at once
+    b = two_replicas("b", lease=30.0)
+    a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    a.commit_poll(PollCommit("1", 5.0, seen=list("abc"), queued=[queued_log(u) for u in "abc"]))
+    stale = a.claim_outbox("logs", 10)
+    assert [i.payload.uid for i in stale] == ["a", "b", "c"]
+    wait_until(lambda: len(b.claim_outbox("logs", 10)) == 3, 5.0, "b to take the rows over")
+    # a was frozen past its lease: its bookkeeping of the batch is fenced off, b's claim stands
+    a.ack([stale[0].seq])
+    a.release([stale[1].seq])
+    a.park([stale[2].seq], "rejected", 6.0)
+    stats = b.outbox_stats()
+    assert (stats.depth, stats.parked) == (3, 0)
+    assert {r["owner"]: r["outbox_rows_owned"] for r in b.replicas()} == {"a": 0, "b": 3}
+    mine = b.claim_outbox("logs", 10)  # b's own, under a new token
+    assert [i.attempts for i in mine] == [0, 0, 0]
+    b.ack([mine[0].seq])
+    b.park([mine[1].seq], "rejected", 7.0)
+    b.release([mine[2].seq])
+    stats = b.outbox_stats()
+    assert (stats.depth, stats.parked) == (1, 1)
+
+
+def test_the_heartbeat_never_waits_behind_the_pool(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    a = two_replicas("a", lease=1.0, pool_size=1)
+    b = two_replicas("b", lease=1.0)
+    a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    assert len(a.claim_due(10.0, 10)) == 1
+    busy = threading.Thread(target=lambda: a._db.run("busy", lambda cur: cur.execute("SELECT pg_sleep(3.5)")))
+    busy.start()  # a's only pooled connection is taken for 3.5 leases
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert b.claim_due(10.0, 10) == [], "a's claim lapsed while its pool was busy"
+            time.sleep(0.2)
+    finally:
+        busy.join()
+
+
+def test_three_replicas_split_the_alarms_evenly(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    stores = [two_replicas(name) for name in ("a", "b", "c")]
+    for store in stores:
+        assert store.claim_due(0.0, 10) == []  # registered, nothing due
+    for i in range(60):
+        stores[0].upsert_alarm(AlarmContext(str(5000 + i)), source="config", now=100.0, due=True)
+    shares = [len(store.claim_due(100.0, 1000)) for store in stores]
+    assert shares == [20, 20, 20], shares
+
+
+def test_a_replica_sends_what_it_queued_first(two_replicas: Callable[..., PostgresStateStore]) -> None:
+    a = two_replicas("a", steal_after=1.0)
+    b = two_replicas("b", steal_after=1.0)
+    assert a.claim_due(0.0, 10) == [] and b.claim_due(0.0, 10) == []  # both live
+    a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    now = a.clock()  # the database's clock, as the poller uses it
+    a.commit_poll(PollCommit("1", now, seen=list("xy"), queued=[queued_log(u) for u in "xy"]))
+    assert b.claim_outbox("logs", 10) == []  # a's rows: a sends them
+    wait_until(lambda: len(b.claim_outbox("logs", 10)) == 2, 5.0, "a's rows to wait longer than steal_after")
 
 
 def test_a_role_has_one_holder_and_moves_on(two_replicas: Callable[..., PostgresStateStore]) -> None:
@@ -195,7 +267,11 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         t.join()
     try:
         assert errors == [] and len(stores) == 4
-        assert len({s.get_meta("instance_id") for s in stores}) == 1
+        # migrated once: one store, one creation (the store's own id in meta is the store's, not a replica's)
+        assert len({(s.get_meta("instance_id"), s.get_meta("created_at")) for s in stores}) == 1
+        # one service.instance.id per replica, never the store's
+        ids = {s.instance_id for s in stores}
+        assert len(ids) == 4 and stores[0].get_meta("instance_id") not in ids
     finally:
         for s in stores:
             s.close()
@@ -221,7 +297,7 @@ def test_status_shows_the_replicas(postgres_url: str, tmp_path: Path) -> None:
     from exporter.status import collect_status, render_status
 
     url = fresh_schema(postgres_url)
-    a = PostgresStateStore(url, max_queued=10, lease=30.0, owner="pod-a:1:x")
+    a = PostgresStateStore(url, max_queued=10, lease=30.0, owner="pod-a:1:x", instance_id="pod-a-instance")
     try:
         a.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
         a.claim_due(time.time(), 10)
@@ -237,14 +313,17 @@ def test_status_shows_the_replicas(postgres_url: str, tmp_path: Path) -> None:
     finally:
         a.close()
     (replica,) = status["replicas"]
-    assert (replica["owner"], replica["alive"], replica["alarms_owned"], replica["roles"]) == (
+    assert (replica["owner"], replica["alive"], replica["alarms_owned"], replica["roles"], replica["instance_id"]) == (
         "pod-a:1:x",
         True,
         1,
         ["discovery"],
+        "pod-a-instance",
     )
     json.dumps(status)  # the --json form
-    assert "replicas seen in the last hour: 1, 1 alive" in text and "pod-a:1:x" in text
+    assert "replicas seen in the last hour: 1, 1 alive" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("pod-a:1:x")]
+    assert line.split()[-2:] == ["discovery", "pod-a-instance"], line
     assert str(urlsplit(postgres_url).password) not in text + json.dumps(status)  # never the password
 
 
@@ -393,6 +472,9 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
     assert total >= 2 * N_ALARMS, share
     for n in (1, 2, 3):
         assert share[f"replica-{n}"] >= 0.2 * total, share
+    # one service.instance.id per replica (the log.record.uid is the record's, whoever sends it)
+    pairs = {(r["resource"]["test.replica"], r["resource"]["service.instance.id"]) for r in receiver.logs()}
+    assert len(pairs) == 3 and len({instance for _, instance in pairs}) == 3, pairs
     assert set(survivors_polls) <= {"replica-1", "replica-2"}
     assert recovered_in <= LEASE + POLL + 2.0, f"took {recovered_in:.1f}s (replica-3 held {held})"
 

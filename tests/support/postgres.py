@@ -4,7 +4,10 @@
 (``fsync=off``: nothing in it has to survive a power cut), listens on ``127.0.0.1:<free port>`` with
 its Unix socket inside that directory (never ``/var/run/postgresql``), requires a password over TCP
 (scram-sha-256, so the exporter's password handling is exercised), creates the database ``bkotel``
-and offers ``url`` for it. ``stop()`` stops the server and deletes the directory.
+and offers ``url`` for it. ``stop()`` stops the server and deletes the directory; ``restart()`` stops it
+(``-m fast``: sessions are terminated, as in a planned failover) and starts it again on the same port.
+``settings`` are extra ``-c name=value`` server settings (``ssl=on`` with a certificate, say: the
+files they name must be readable by the server's account, see ``own()``).
 
 PostgreSQL refuses to run as root. Under root (CI containers) the cluster runs as the ``postgres``
 system user that Debian's package creates, else as ``nobody``: the temp directory is handed to that
@@ -116,8 +119,11 @@ def fresh_schema(url: str, prefix: str = "s") -> str:
 class PostgresCluster:
     """One throwaway cluster; see the module docstring. Usable as a context manager."""
 
-    def __init__(self, bindir: Path, *, user: str = "bkotel", database: str = "bkotel") -> None:
+    def __init__(
+        self, bindir: Path, *, user: str = "bkotel", database: str = "bkotel", settings: dict[str, str] | None = None
+    ) -> None:
         self.bindir = Path(bindir)
+        self.settings = dict(settings or {})
         self.user = user
         self.database = database
         self.password = secrets.token_urlsafe(12)
@@ -210,6 +216,7 @@ class PostgresCluster:
                 "-c max_connections=200",
                 "-c shared_buffers=32MB",
                 "-c log_min_messages=warning",
+                *(f"-c {name}={value}" for name, value in self.settings.items()),
             ]
         )
         done = self._run(
@@ -238,6 +245,22 @@ class PostgresCluster:
             self.stop()
             raise
         return self
+
+    def own(self, path: Path, mode: int = 0o600) -> Path:
+        """Hand ``path`` to the server's account (``mode``), so it may read it (a TLS key, say)."""
+        path.chmod(mode)
+        if self._account is not None:
+            os.chown(path, self._account.pw_uid, self._account.pw_gid)
+        return path
+
+    def restart(self, mode: str = "fast", down: float = 0.0) -> None:
+        """Stop the server (``-m fast``: sessions terminated, in-flight transactions rolled back),
+        leave it down ``down`` seconds, and start it again on the same port and data."""
+        done = self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop", timeout=40)
+        if done.returncode != 0:
+            raise PostgresError(f"pg_ctl stop failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        time.sleep(down)
+        self._start_server()
 
     def stop(self) -> None:
         """Stop the server (fast, then immediate) and delete the directory; safe to call twice."""

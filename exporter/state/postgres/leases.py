@@ -1,6 +1,6 @@
-"""This process as one replica of the shared store: its name, the claims it still works on, the
-roles it holds, and the heartbeat that keeps them. See the package docstring (**Leases**,
-**Roles**, **Replicas**)."""
+"""This process as one replica of the shared store: its name, the claims it still works on (each
+with its fencing token), the roles it holds, and the heartbeat that keeps them. See the package
+docstring (**Leases**, **Fencing**, **Spreading the work**, **Roles**, **Replicas**)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from exporter.errors import StateError
 from exporter.state.base import AlarmState
+from exporter.state.postgres.clock import DatabaseClock
+from exporter.state.postgres.heartbeat import Heartbeat
 from exporter.state.postgres.pool import Cursor, Database
 from exporter.state.sql import ALARM_FIELDS, alarm_from_row
 
@@ -23,19 +24,26 @@ __all__ = ["Replica"]
 log = logging.getLogger("exporter.state.postgres")
 
 T = TypeVar("T")
-K = TypeVar("K", str, int)
 
 #: how long replicas() keeps showing a replica after it was last seen
 _RECENT = "interval '1 hour'"
+
+#: the live replicas, this one included (it is claiming): the ones the work is spread over
+_LIVE = (
+    "live AS (SELECT owner FROM replicas WHERE owner = %(me)s OR (stopped_at IS NULL"
+    " AND last_seen > now() - lease_seconds * interval '1 second'))"
+)
 
 
 class Replica:
     """One replica's claims and roles, on ``db``. Thread-safe.
 
     ``lease`` is how long a claim lasts without renewal; ``owner`` this replica's name (default
-    ``host:pid:random``); ``max_hold`` bounds how long the heartbeat keeps renewing one claim
-    (default ``max(10 * lease, 60)``); ``steal_after`` how overdue an alarm another live replica
-    is preferred for must be before this one takes it (default ``max(lease / 2, 5)``).
+    ``host:pid:random``); ``instance_id`` its ``service.instance.id`` (shown by ``status``);
+    ``max_hold`` bounds how long the heartbeat keeps renewing one claim (default
+    ``max(20 * lease, 600)``: a backstop against a wedged worker, far beyond any send or poll);
+    ``steal_after`` how overdue work another live replica is preferred for must be before this one
+    takes it (default ``max(lease / 2, 5)``). ``clock`` is the database's clock, as read locally.
     """
 
     def __init__(
@@ -44,65 +52,71 @@ class Replica:
         *,
         lease: float,
         owner: str | None = None,
+        instance_id: str = "unknown",
         max_hold: float | None = None,
         steal_after: float | None = None,
+        clock: DatabaseClock | None = None,
     ) -> None:
         self._db = db
         self.lease = float(lease)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.owner = owner or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
-        self._beat_every = max(0.2, self.lease / 3)
-        self._max_hold = max_hold if max_hold is not None else max(10 * self.lease, 60.0)
+        self.instance_id = instance_id
+        self.clock = clock or DatabaseClock()
         self.steal_after = steal_after if steal_after is not None else max(self.lease / 2, 5.0)
-        self._mu = threading.Lock()  # guards everything below
-        self._held_alarms: dict[str, float] = {}  # claimed, not yet committed: monotonic claim time
-        self._held_outbox: dict[int, float] = {}
+        self._mu = threading.Lock()  # guards the claims and counters below
+        # claimed, not yet resolved: key -> (fencing token, monotonic claim time)
+        self._alarms: dict[str, tuple[int, float]] = {}
+        self._outbox: dict[int, tuple[int, float]] = {}
         self._roles: set[str] = set()
         self._polls = 0  # not yet flushed to replicas.polls
         self._acked = 0
-        self._touched_at: float | None = None  # last replicas upsert (None: never registered)
-        self._closed = False
-        self._stop = threading.Event()
-        self._beat_thread: threading.Thread | None = None
-        self._beat_failing = False
+        self.heartbeat = Heartbeat(
+            self,
+            db.dedicated(),
+            every=max(0.2, self.lease / 3),
+            max_hold=max_hold if max_hold is not None else max(20 * self.lease, 600.0),
+        )
 
     # -- claims -------------------------------------------------------------------------------------
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
         """Lease up to ``limit`` due alarms (active/closing, ``next_poll <= now``), oldest first:
-        those this replica is preferred for, and any overdue by ``steal_after``; never one another
-        live replica holds.
+        those in this replica's share, and any overdue by ``steal_after``; never one another live
+        replica holds. The claims of the previous call are over (the poller resolves a cycle's
+        claims before it claims again): they are no longer renewed.
 
-        Preference spreads the polling. Each due alarm goes to the live replica ranking highest
-        for it (rendezvous hashing: ``md5(owner/alarm_id)``, live = heartbeat within its lease), so
-        every replica polls about an equal share, the same alarms from one interval to the next,
-        and a joining or vanishing replica moves only its own share. Without it, claims are
-        first-come: the replica whose scheduler tick happens to fall just after the alarms'
-        (phase-locked) due times would take nearly all of them. No replica is told how many
-        others run; each only compares itself with the live rows of ``replicas`` for each alarm.
-        Preference never strands work: an alarm overdue by ``steal_after`` goes to whoever looks
-        (a busy or dead preferred replica), so does one whose last poll failed (its preferred
-        replica may be the one that cannot reach BlueKing), and ``force`` (``now`` = infinity)
-        takes every alarm.
+        The shares are even: the followed alarms, ordered by ``md5(alarm_id)``, are cut into as many
+        equal runs as there are live replicas (heartbeat within their lease), and the replica at
+        position ``k`` (ordered by ``md5(owner)``) takes run ``k``. So every replica polls the same
+        number of alarms (±1), the same ones from one interval to the next while the set of
+        replicas and alarms stays; a replica that joins or leaves moves the cut points. No replica
+        is told how many others run; each counts the live rows of ``replicas``. The share never
+        strands work: an alarm overdue by ``steal_after`` goes to whoever looks (a busy, dead or
+        cut-off replica), so does one whose last poll failed (its replica may be the one that
+        cannot reach BlueKing), and ``force`` (``now`` = infinity) takes every alarm.
         """
 
-        def claim(cur: Cursor) -> list[AlarmState]:
+        def claim(cur: Cursor) -> list[tuple[AlarmState, int]]:
             cur.execute(
-                "WITH live AS ("
-                "  SELECT owner FROM replicas WHERE owner <> %(me)s AND stopped_at IS NULL"
-                "    AND last_seen > now() - lease_seconds * interval '1 second'"
+                f"WITH {_LIVE}, slot AS ("
+                "  SELECT count(*) AS n, count(*) FILTER (WHERE md5(owner) < md5(%(me)s)) AS k FROM live"
+                "), ranked AS ("
+                "  SELECT alarm_id, row_number() OVER (ORDER BY md5(alarm_id), alarm_id) - 1 AS r,"
+                "    count(*) OVER () AS total FROM alarms WHERE phase IN ('active', 'closing')"
                 "), due AS ("
-                "  SELECT d.alarm_id FROM alarms d"
+                "  SELECT d.alarm_id FROM alarms d JOIN ranked USING (alarm_id) CROSS JOIN slot"
                 "  WHERE d.phase IN ('active', 'closing') AND d.next_poll <= %(now)s"
                 "    AND (d.lease_owner IS NULL OR d.lease_owner = %(me)s OR d.lease_until < now())"
-                "    AND (d.last_error IS NOT NULL OR d.next_poll <= %(now)s - %(steal)s OR NOT EXISTS ("
-                "      SELECT 1 FROM live WHERE md5(live.owner || '/' || d.alarm_id) > md5(%(me)s || '/' || d.alarm_id)"
-                "    ))"
+                "    AND (d.last_error IS NOT NULL OR d.next_poll <= %(now)s - %(steal)s"
+                "      OR (ranked.r * slot.n) / ranked.total = slot.k)"
                 "  ORDER BY d.next_poll, d.alarm_id LIMIT %(limit)s"
                 "  FOR UPDATE OF d SKIP LOCKED"
                 ") "
-                "UPDATE alarms AS a SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second' "
-                f"FROM due WHERE a.alarm_id = due.alarm_id RETURNING {', '.join('a.' + c for c in ALARM_FIELDS)}",
+                "UPDATE alarms AS a SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second', "
+                "lease_token = nextval('lease_tokens') "
+                f"FROM due WHERE a.alarm_id = due.alarm_id RETURNING {', '.join('a.' + c for c in ALARM_FIELDS)}, "
+                "a.lease_token",
                 {
                     "now": now,
                     "me": self.owner,
@@ -111,82 +125,170 @@ class Replica:
                     "steal": self.steal_after,
                 },
             )
-            return sorted((alarm_from_row(r) for r in cur.fetchall()), key=lambda a: (a.next_poll, a.alarm_id))
+            return [(alarm_from_row(r), int(r["lease_token"])) for r in cur.fetchall()]
 
         claimed = self._claim("claim_due", claim)
-        self._hold(self._held_alarms, [alarm.alarm_id for alarm in claimed])
-        return claimed
+        stamp = time.monotonic()
+        with self._mu:
+            self._alarms = {alarm.alarm_id: (token, stamp) for alarm, token in claimed}
+        return sorted((alarm for alarm, _ in claimed), key=lambda a: (a.next_poll, a.alarm_id))
 
     def claim_outbox(self, kind: str, limit: int) -> list[dict[str, Any]]:
         """Lease the oldest queued (not parked) rows of ``kind`` that no other live replica holds:
-        their seq, kind, payload, enqueued_at and attempts, in seq order."""
+        their seq, kind, payload, enqueued_at and attempts, in seq order. The claims of the previous
+        call are over (the sender resolves a batch before it claims the next one).
+
+        Sending is spread like polling: a row goes first to the replica that queued it (so each
+        sends about what it polled), and to anyone once it has waited ``steal_after`` (by the
+        database clock) or its replica is no longer live.
+        """
 
         def claim(cur: Cursor) -> list[dict[str, Any]]:
             cur.execute(
-                "WITH c AS ("
-                "  SELECT seq FROM outbox WHERE kind = %(kind)s AND parked_at IS NULL"
+                f"WITH {_LIVE}, c AS ("
+                "  SELECT seq FROM outbox o WHERE kind = %(kind)s AND parked_at IS NULL"
                 "    AND (lease_owner IS NULL OR lease_owner = %(me)s OR lease_until < now())"
+                "    AND (enqueued_by IS NULL OR enqueued_by = %(me)s"
+                "      OR enqueued_at < extract(epoch FROM now()) - %(steal)s"
+                "      OR NOT EXISTS (SELECT 1 FROM live WHERE live.owner = o.enqueued_by))"
                 "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
                 ") "
-                "UPDATE outbox AS o SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second' "
-                "FROM c WHERE o.seq = c.seq RETURNING o.seq, o.kind, o.payload, o.enqueued_at, o.attempts",
-                {"kind": kind, "me": self.owner, "limit": max(0, limit), "lease": self.lease},
+                "UPDATE outbox AS o SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second', "
+                "lease_token = nextval('lease_tokens') "
+                "FROM c WHERE o.seq = c.seq "
+                "RETURNING o.seq, o.kind, o.payload, o.enqueued_at, o.attempts, o.lease_token",
+                {"kind": kind, "me": self.owner, "limit": max(0, limit), "lease": self.lease}
+                | {"steal": self.steal_after},
             )
             return sorted(cur.fetchall(), key=lambda r: r["seq"])
 
         rows = self._claim("claim_outbox", claim)
-        self._hold(self._held_outbox, [r["seq"] for r in rows])
+        stamp = time.monotonic()
+        with self._mu:
+            self._outbox = {int(r["seq"]): (int(r["lease_token"]), stamp) for r in rows}
         return rows
-
-    def release(self, seqs: Sequence[int]) -> None:
-        """Count a failed attempt on these outbox rows; they stay queued, and our lease on them ends."""
-
-        def update(cur: Cursor) -> None:
-            cur.execute(
-                "UPDATE outbox SET attempts = attempts + 1, "
-                "lease_until = CASE WHEN lease_owner = %(me)s THEN NULL ELSE lease_until END, "
-                "lease_owner = CASE WHEN lease_owner = %(me)s THEN NULL ELSE lease_owner END "
-                "WHERE seq = ANY(%(seqs)s::bigint[])",
-                {"me": self.owner, "seqs": list(seqs)},
-            )
-
-        self._db.run("release", update)
-        self.let_go(seqs)
 
     def _claim(self, what: str, fn: Callable[[Cursor], T]) -> T:
         """Run a claim: ``fn`` in one transaction that also registers this replica (or marks it
         seen) when that is due; the first one starts the heartbeat."""
-        touch = self._touch_due()
+        touch = self.heartbeat.touch_due()
 
         def claim(cur: Cursor) -> T:
             if touch:
-                self._touch(cur)
+                cur.execute(*self.touch_statement())
             return fn(cur)
 
         out = self._db.run(what, claim)
         if touch:
-            self._touched()
+            self.heartbeat.touched()
         return out
 
-    def _hold(self, held: dict[K, float], keys: Iterable[K]) -> None:
-        """Keep renewing these claims (alarm ids or outbox seqs) until they are resolved."""
-        stamp = time.monotonic()
+    # -- fencing: act only on what is still held under our token ------------------------------------
+    def _fence(self, seqs: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """Our seqs split into (seqs with a token, their tokens, seqs we never claimed)."""
         with self._mu:
-            for key in keys:
-                held[key] = stamp
+            held = [(s, self._outbox[s][0]) for s in seqs if s in self._outbox]
+        known = {s for s, _ in held}
+        return [s for s, _ in held], [t for _, t in held], [s for s in seqs if s not in known]
+
+    def outbox_fenced(self, cur: Cursor, sql: str, seqs: Sequence[int], params: dict[str, Any]) -> int:
+        """Run ``sql`` (an UPDATE or DELETE on ``outbox o`` ending in ``WHERE`` or ``AND``) on the rows of
+        ``seqs`` still held under our token (nobody claimed them since), or, for rows we never
+        claimed, not under another replica's live lease. Returns the rows it touched."""
+        with_token, tokens, unclaimed = self._fence(seqs)
+        cur.execute(
+            f"{sql} ((o.seq, o.lease_token) IN (SELECT * FROM unnest(%(seqs)s::bigint[], %(tokens)s::bigint[])) "
+            "OR (o.seq = ANY(%(unclaimed)s::bigint[]) AND (o.lease_owner IS NULL OR o.lease_owner = %(me)s "
+            "OR o.lease_until < now())))",
+            {**params, "seqs": with_token, "tokens": tokens, "unclaimed": unclaimed, "me": self.owner},
+        )
+        touched = max(0, cur.rowcount)
+        if touched < len(seqs):
+            log.warning(
+                "outbox: %d of %d rows are no longer ours (our lease lapsed and another replica claimed "
+                "them); left to it, we change nothing of them",
+                len(seqs) - touched,
+                len(seqs),
+            )
+        return touched
+
+    def alarm_is_ours(self, cur: Cursor, alarm_id: str) -> bool:
+        """Lock the alarm's row; whether our claim on it still stands (nobody claimed it since), or,
+        when we never claimed it, whether no other replica holds a live lease on it."""
+        cur.execute(
+            "SELECT lease_owner, lease_token, lease_until < now() AS lapsed FROM alarms WHERE alarm_id = %s FOR UPDATE",
+            (alarm_id,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return True
+        with self._mu:
+            held = self._alarms.get(alarm_id)
+        if held is not None:
+            return bool(row["lease_token"] == held[0])
+        return row["lease_owner"] in (None, self.owner) or bool(row["lapsed"])
+
+    def release(self, seqs: Sequence[int]) -> None:
+        """Count a failed attempt on these outbox rows; they stay queued, and our lease on them ends."""
+        self._db.run(
+            "release",
+            lambda cur: self.outbox_fenced(
+                cur,
+                "UPDATE outbox o SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL WHERE",
+                seqs,
+                {},
+            ),
+        )
+        self.let_go(seqs)
 
     def polled(self, alarm_id: str, *, counted: bool) -> None:
-        """The claim on ``alarm_id`` is committed; ``counted``: as a poll of this replica."""
+        """The claim on ``alarm_id`` is resolved; ``counted``: as a poll of this replica."""
         with self._mu:
-            if self._held_alarms.pop(alarm_id, None) is not None and counted:
+            if self._alarms.pop(alarm_id, None) is not None and counted:
                 self._polls += 1
 
     def let_go(self, seqs: Sequence[int], acked: int = 0) -> None:
         """The claims on these outbox rows are resolved, ``acked`` of them delivered."""
         with self._mu:
             for seq in seqs:
-                self._held_outbox.pop(seq, None)
+                self._outbox.pop(seq, None)
             self._acked += acked
+
+    def renewable(self, max_hold: float) -> tuple[list[int], list[int], int, int]:
+        """For the heartbeat: the tokens of the alarm and outbox claims still worked on (claimed
+        within ``max_hold``), and the poll and ack counts to flush (taken: give them back with
+        :meth:`unflushed` if the flush fails)."""
+        now = time.monotonic()
+        with self._mu:
+            alarms = [t for t, at in self._alarms.values() if now - at <= max_hold]
+            rows = [t for t, at in self._outbox.values() if now - at <= max_hold]
+            polls, acked = self._polls, self._acked
+            self._polls = self._acked = 0
+        return alarms, rows, polls, acked
+
+    def unflushed(self, polls: int, acked: int) -> None:
+        with self._mu:
+            self._polls += polls
+            self._acked += acked
+
+    def touch_statement(self, polls: int = 0, acked: int = 0) -> tuple[str, dict[str, Any]]:
+        """Register this replica, or mark it seen now (adding the counters not yet flushed)."""
+        return (
+            "INSERT INTO replicas (owner, host, pid, instance_id, lease_seconds, started_at, last_seen, polls, acked) "
+            "VALUES (%(me)s, %(host)s, %(pid)s, %(instance)s, %(lease)s, now(), now(), %(polls)s, %(acked)s) "
+            "ON CONFLICT (owner) DO UPDATE SET last_seen = now(), stopped_at = NULL, "
+            "lease_seconds = EXCLUDED.lease_seconds, instance_id = EXCLUDED.instance_id, "
+            "polls = replicas.polls + EXCLUDED.polls, acked = replicas.acked + EXCLUDED.acked",
+            {
+                "me": self.owner,
+                "host": self.host,
+                "pid": self.pid,
+                "instance": self.instance_id,
+                "lease": self.lease,
+                "polls": polls,
+                "acked": acked,
+            },
+        )
 
     # -- roles and replicas -------------------------------------------------------------------------
     def acquire_role(self, role: str, ttl: float) -> bool:
@@ -221,7 +323,7 @@ class Replica:
 
         def query(cur: Cursor) -> list[dict[str, Any]]:
             cur.execute(
-                "SELECT r.owner, r.host, r.pid, "
+                "SELECT r.owner, r.host, r.pid, r.instance_id, "
                 "extract(epoch FROM r.started_at)::float8 AS started_at, "
                 "extract(epoch FROM r.last_seen)::float8 AS last_seen, "
                 "extract(epoch FROM r.stopped_at)::float8 AS stopped_at, "
@@ -242,94 +344,17 @@ class Replica:
             row["roles"] = list(row["roles"] or [])
         return rows
 
-    # -- the heartbeat ------------------------------------------------------------------------------
-    def _touch_due(self) -> bool:
-        with self._mu:
-            return self._touched_at is None or time.monotonic() - self._touched_at >= self._beat_every
-
-    def _touch(self, cur: Cursor, polls: int = 0, acked: int = 0) -> None:
-        """Register this replica, or mark it seen now (and add the counters not yet flushed)."""
-        cur.execute(
-            "INSERT INTO replicas (owner, host, pid, lease_seconds, started_at, last_seen, polls, acked) "
-            "VALUES (%s, %s, %s, %s, now(), now(), %s, %s) "
-            "ON CONFLICT (owner) DO UPDATE SET last_seen = now(), stopped_at = NULL, "
-            "lease_seconds = EXCLUDED.lease_seconds, "
-            "polls = replicas.polls + EXCLUDED.polls, acked = replicas.acked + EXCLUDED.acked",
-            (self.owner, self.host, self.pid, self.lease, polls, acked),
-        )
-
-    def _touched(self) -> None:
-        with self._mu:
-            first = self._touched_at is None
-            self._touched_at = time.monotonic()
-            if first and not self._closed and self._beat_thread is None:
-                self._beat_thread = threading.Thread(target=self._beat_loop, name="state-heartbeat", daemon=True)
-                self._beat_thread.start()
-        if first:
-            log.info("state store %s: this replica is %s (lease %.0fs)", self._db.label, self.owner, self.lease)
-
-    def _beat_loop(self) -> None:
-        while not self._stop.wait(self._beat_every):
-            try:
-                self._beat()
-            except StateError as exc:
-                if not self._beat_failing:
-                    log.warning("state store: heartbeat failed, will keep trying: %s", exc)
-                self._beat_failing = True
-            else:
-                if self._beat_failing:
-                    log.info("state store: heartbeat works again")
-                self._beat_failing = False
-
-    def _beat(self) -> None:
-        """Mark this replica alive; renew the leases of the claims it still works on."""
-        now = time.monotonic()
-        with self._mu:
-            # A claim held longer than max_hold was abandoned or is wedged: let its lease lapse.
-            self._held_alarms = {k: t for k, t in self._held_alarms.items() if now - t <= self._max_hold}
-            self._held_outbox = {k: t for k, t in self._held_outbox.items() if now - t <= self._max_hold}
-            alarms, seqs = list(self._held_alarms), list(self._held_outbox)
-            polls, acked = self._polls, self._acked
-            self._polls = self._acked = 0
-
-        def renew(cur: Cursor) -> None:
-            self._touch(cur, polls, acked)
-            if alarms:
-                cur.execute(
-                    "UPDATE alarms SET lease_until = now() + %s * interval '1 second' "
-                    "WHERE lease_owner = %s AND alarm_id = ANY(%s::text[])",
-                    (self.lease, self.owner, alarms),
-                )
-            if seqs:
-                cur.execute(
-                    "UPDATE outbox SET lease_until = now() + %s * interval '1 second' "
-                    "WHERE lease_owner = %s AND seq = ANY(%s::bigint[])",
-                    (self.lease, self.owner, seqs),
-                )
-
-        try:
-            self._db.run("heartbeat", renew)
-        except StateError:
-            with self._mu:  # flush them next time
-                self._polls += polls
-                self._acked += acked
-            raise
-        self._touched()
-
     def close(self) -> None:
         """Stop the heartbeat, hand our leases and roles back (others take over at once instead of
         after the lease), mark this replica stopped. Idempotent."""
+        registered = self.heartbeat.stop()
+        if registered is None:
+            return
         with self._mu:
-            if self._closed:
-                return
-            self._closed = True
-            thread, registered = self._beat_thread, self._touched_at is not None
             polls, acked = self._polls, self._acked
-            self._held_alarms.clear()
-            self._held_outbox.clear()
-        self._stop.set()
-        if thread is not None:
-            thread.join(timeout=30)
+            self._polls = self._acked = 0
+            self._alarms.clear()
+            self._outbox.clear()
         if not registered:
             return
 
@@ -346,5 +371,5 @@ class Replica:
 
         try:
             self._db.run("close", hand_back)
-        except StateError as exc:
+        except Exception as exc:  # a StateError: the leases expire by themselves
             log.warning("state store: could not hand our leases back (they expire by themselves): %s", exc)

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from exporter.errors import StateError
 from exporter.redact import redact, redact_url, url_passwords
 
-__all__ = ["Connection", "Cursor", "Database", "Pool", "is_disconnect"]
+__all__ = ["Connection", "Cursor", "Database", "Dedicated", "Pool", "is_disconnect"]
 
 log = logging.getLogger("exporter.state.postgres")
 
@@ -86,13 +86,16 @@ class Database:
     """The database at ``url``: transactions on pooled connections, errors naming it masked.
 
     ``label`` is the URL with its password masked, the only spelling of it in messages and logs.
+    ``idle_in_transaction`` bounds how long the server keeps a transaction that a frozen client left
+    open (with its row locks); the shared store ties it to the lease.
     """
 
-    def __init__(self, url: str, *, pool_size: int) -> None:
+    def __init__(self, url: str, *, pool_size: int, idle_in_transaction: float = 60.0) -> None:
         self._url = url
         self._secrets = url_passwords(url)
         self.label = redact_url(url)
         self._connect_kwargs = self._connection_defaults()
+        self._idle_in_transaction_ms = max(1000, int(idle_in_transaction * 1000))
         self._pool = Pool(self._connect, size=max(1, pool_size), wait=60.0)
 
     def error(self, what: str, exc: BaseException) -> StateError:
@@ -116,6 +119,10 @@ class Database:
         }
         return {key: value for key, value in defaults.items() if key not in given}
 
+    def connect(self) -> Connection:
+        """A new configured connection (the pool's, or a :class:`Dedicated` one)."""
+        return self._connect()
+
     def _connect(self) -> Connection:
         try:
             conn = psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
@@ -126,7 +133,7 @@ class Database:
             # a transaction left open by a process that froze.
             conn.execute(
                 "SET lock_timeout = '30s'; SET statement_timeout = '120s'; "
-                "SET idle_in_transaction_session_timeout = '60s'"
+                f"SET idle_in_transaction_session_timeout = {self._idle_in_transaction_ms}"
             )
         except psycopg.Error as exc:
             conn.close()
@@ -157,8 +164,50 @@ class Database:
                 reconnects -= 1
                 log.warning("state store %s: connection lost during %s; retrying once", self.label, what)
 
+    def dedicated(self) -> Dedicated:
+        """A connection of its own, outside the pool (the heartbeat: it never waits behind the pool)."""
+        return Dedicated(self)
+
     def close(self) -> None:
         self._pool.close()
+
+
+class Dedicated:
+    """One connection kept apart from the pool, opened on demand, for single statements
+    (autocommit: one round trip each). A lost connection is replaced and the statement retried
+    once, as :meth:`Database.run` does; errors are StateErrors naming the store, scrubbed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._closed = False
+
+    def run(self, what: str, fn: Callable[[Cursor], T]) -> T:
+        with self._lock:
+            for attempt in (1, 2):
+                if self._closed:
+                    raise StateError(f"state store {self._db.label}: closed")
+                try:
+                    if self._conn is None or self._conn.closed or self._conn.broken:
+                        self._conn = self._db.connect()
+                    with self._conn.cursor(row_factory=dict_row) as cur:
+                        return fn(cur)
+                except psycopg.Error as exc:
+                    self._drop()
+                    if attempt == 2 or not is_disconnect(exc):
+                        raise self._db.error(what, exc) from None
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop()
 
 
 def is_disconnect(exc: psycopg.Error) -> bool:

@@ -1,6 +1,12 @@
 """The shared store's schema: its tables (with the lease columns and the ``roles`` and
 ``replicas`` tables only a shared store has), created and migrated on open by one replica at a
-time under an advisory transaction lock."""
+time under an advisory transaction lock.
+
+Its versions run ahead of the SQLite store's (:data:`PG_SCHEMA_VERSION`): step 2 adds what only
+replicas need, the fencing token of every lease (``lease_token``, drawn from the ``lease_tokens``
+sequence by each claim), who queued an outbox row (``enqueued_by``: its sender is preferred for
+it) and each replica's ``service.instance.id``. A build that predates step 2 refuses such a
+database (it would claim without tokens), as it refuses any newer schema."""
 
 from __future__ import annotations
 
@@ -8,9 +14,9 @@ import logging
 
 from exporter.errors import StateCorruptError, StateError
 from exporter.state.postgres.pool import Cursor
-from exporter.state.sql import APP_ID, POSTGRES, SCHEMA_VERSION, check_identity
+from exporter.state.sql import APP_ID, POSTGRES, check_identity
 
-__all__ = ["MIGRATIONS", "open_schema"]
+__all__ = ["MIGRATIONS", "PG_SCHEMA_VERSION", "open_schema"]
 
 log = logging.getLogger("exporter.state.postgres")
 
@@ -86,12 +92,21 @@ MIGRATIONS: dict[int, str] = {
         acked BIGINT NOT NULL DEFAULT 0
     );
     """,
+    2: """
+    CREATE SEQUENCE lease_tokens;
+    ALTER TABLE alarms ADD COLUMN lease_token BIGINT;
+    ALTER TABLE outbox ADD COLUMN lease_token BIGINT, ADD COLUMN enqueued_by TEXT;
+    ALTER TABLE replicas ADD COLUMN instance_id TEXT;
+    """,
 }
+
+#: the shared store's schema version (steps of :data:`MIGRATIONS`); SQLite's is ``SCHEMA_VERSION``
+PG_SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def open_schema(cur: Cursor, label: str) -> None:
     """Check that the current schema of the database at ``label`` is ours (or empty), then bring
-    it to :data:`SCHEMA_VERSION`. The other replicas opening meanwhile wait, then find it done."""
+    it to :data:`PG_SCHEMA_VERSION`. The other replicas opening meanwhile wait, then find it done."""
     cur.execute("SELECT current_schema() AS schema")
     row = cur.fetchone()
     schema = row["schema"] if row else None
@@ -114,8 +129,14 @@ def open_schema(cur: Cursor, label: str) -> None:
         cur.execute(POSTGRES.identity)
         facts = {r["key"]: r["value"] for r in cur.fetchall()}
         where = f"state store {label}"
-        version = check_identity(facts, store=where, subject=f"{where}: schema {schema!r}", elsewhere="database")
-    for step in range(version + 1, SCHEMA_VERSION + 1):
+        version = check_identity(
+            facts,
+            store=where,
+            subject=f"{where}: schema {schema!r}",
+            elsewhere="database",
+            newest=PG_SCHEMA_VERSION,
+        )
+    for step in range(version + 1, PG_SCHEMA_VERSION + 1):
         cur.execute(MIGRATIONS[step])
         for sql, params in POSTGRES.meta_after(step):
             cur.execute(sql, params)

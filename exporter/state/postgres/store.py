@@ -14,13 +14,16 @@ from typing import Any
 from exporter.errors import StateError
 from exporter.model import AlarmContext, OutboxItem
 from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
+from exporter.state.postgres.clock import DatabaseClock
+from exporter.state.postgres.identity import InstanceIdFile
 from exporter.state.postgres.leases import Replica
 from exporter.state.postgres.pool import Cursor, Database
+from exporter.state.postgres.schema import PG_SCHEMA_VERSION as SCHEMA_VERSION
 from exporter.state.postgres.schema import open_schema
+from exporter.state.postgres.transport import transport_warning
 from exporter.state.sql import (
     ALARM_COLUMNS,
     POSTGRES,
-    SCHEMA_VERSION,
     alarm_from_row,
     alarm_update,
     outbox_item,
@@ -39,11 +42,14 @@ class PostgresStateStore:
     ``url`` is a ``postgresql://`` URL (libpq parameters in the query string apply, e.g.
     ``?sslmode=verify-full`` or ``?options=-csearch_path%3Dexporter`` for a dedicated schema);
     ``lease`` how long a claim lasts without renewal; ``owner`` this replica's name (default
-    ``host:pid:random``). ``max_hold`` bounds how long the heartbeat keeps renewing one claim
-    (default ``max(10 * lease, 60)``); ``steal_after`` how overdue an alarm another live replica is
-    preferred for must be before this one takes it (default ``max(lease / 2, 5)``: longer than the
-    daemon's poll tick, so a healthy replica keeps its share); ``depth_refresh`` how old the cached
-    outbox depth may get.
+    ``host:pid:random``). ``instance_id`` this replica's ``service.instance.id`` when the operator
+    set one; else it is kept in ``instance_file`` (:mod:`~exporter.state.postgres.identity`), or
+    fresh. ``max_hold`` bounds how long the heartbeat keeps renewing one claim (default
+    ``max(20 * lease, 600)``); ``steal_after`` how overdue work another live replica is preferred
+    for must be before this one takes it (default ``max(lease / 2, 5)``: longer than the daemon's
+    poll tick, so a healthy replica keeps its share); ``depth_refresh`` how old the cached outbox
+    depth may get. ``clock`` is the database server's clock as read here: the one the poller's due
+    times and retirements must use (replicas' own clocks may disagree).
     """
 
     def __init__(
@@ -53,6 +59,8 @@ class PostgresStateStore:
         max_queued: int,
         lease: float,
         owner: str | None = None,
+        instance_id: str | None = None,
+        instance_file: str | None = None,
         pool_size: int = 4,
         max_hold: float | None = None,
         steal_after: float | None = None,
@@ -60,10 +68,22 @@ class PostgresStateStore:
     ) -> None:
         if lease <= 0:
             raise StateError("state.lease must be positive")
-        self._db = Database(url, pool_size=pool_size)
+        # a transaction left open by a frozen replica keeps its row locks at most this long
+        self._db = Database(url, pool_size=pool_size, idle_in_transaction=min(60.0, max(2 * lease, 10.0)))
         self.path_or_url = self._db.label
         self.max_queued = max_queued
-        self._replica = Replica(self._db, lease=lease, owner=owner, max_hold=max_hold, steal_after=steal_after)
+        self._identity = InstanceIdFile(None if instance_id else instance_file)
+        self.instance_id = instance_id or self._identity.id
+        self.clock = DatabaseClock()
+        self._replica = Replica(
+            self._db,
+            lease=lease,
+            owner=owner,
+            instance_id=self.instance_id,
+            max_hold=max_hold,
+            steal_after=steal_after,
+            clock=self.clock,
+        )
         self.lease, self.owner = self._replica.lease, self._replica.owner
         self.host, self.pid = self._replica.host, self._replica.pid
         self._depth_refresh = depth_refresh
@@ -71,12 +91,28 @@ class PostgresStateStore:
         self._depth = 0
         self._depth_at = 0.0
         self._depth_counting = False
+        warning = transport_warning(url)
+        if warning:
+            log.warning("%s", warning)
         try:
             self._db.run("open", lambda cur: open_schema(cur, self.path_or_url))
             self._refresh_depth()
+            self._read_clock()
         except BaseException:
+            self._identity.close()
             self._db.close()
             raise
+
+    def _read_clock(self) -> None:
+        def query(cur: Cursor) -> float:
+            cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now")
+            row = cur.fetchone()
+            assert row is not None
+            return float(row["now"])
+
+        before = self.clock.local()
+        server = self._db.run("clock", query)
+        self.clock.sample(before, server, self.clock.local())
 
     def replicas(self) -> list[dict[str, Any]]:
         """The replicas seen in the last hour: who, where, how alive, and what each holds now."""
@@ -147,10 +183,14 @@ class PostgresStateStore:
         depth = self._queued_depth() if (commit.queued or commit.extra_queued) else 0
 
         def apply(cur: Cursor) -> tuple[int, bool] | None:
-            # The alarm row lock serialises every commit of one alarm, across replicas.
-            cur.execute("SELECT lease_owner FROM alarms WHERE alarm_id = %s FOR UPDATE", (cid,))
-            row = cur.fetchone()
-            stolen = row is not None and row["lease_owner"] not in (None, self.owner)
+            # The alarm row lock serialises every commit of one alarm, across replicas. A commit
+            # whose claim was superseded (our lease lapsed, another replica claimed the alarm:
+            # we froze, or lost the database for longer than the lease) is fenced off whole: the
+            # records it read are still in BlueKing, and the new holder, which read after us from
+            # the same stored state, commits them; writing ours could queue a span the holder
+            # also queues, or undo its lifecycle.
+            if not self._replica.alarm_is_ours(cur, cid):
+                return 0, True
 
             def known(uids: list[str]) -> set[str]:
                 cur.execute("SELECT uid FROM seen WHERE alarm_id = %s AND uid = ANY(%s::text[])", (cid, uids))
@@ -167,11 +207,18 @@ class PostgresStateStore:
             inserted, rows = 0, plan.rows
             if rows:
                 cur.execute(
-                    "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at) "
-                    "SELECT k, u, %s, p, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                    "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at, enqueued_by) "
+                    "SELECT k, u, %s, p, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
                     "WITH ORDINALITY AS t(k, u, p, n) ORDER BY n "
                     "ON CONFLICT (kind, uid) DO NOTHING",
-                    (cid, commit.now, [r.kind for r in rows], [r.uid for r in rows], [r.payload for r in rows]),
+                    (
+                        cid,
+                        commit.now,
+                        self.owner,
+                        [r.kind for r in rows],
+                        [r.uid for r in rows],
+                        [r.payload for r in rows],
+                    ),
                 )
                 inserted = max(0, cur.rowcount)
             if commit.span_events:
@@ -187,22 +234,15 @@ class PostgresStateStore:
                     "UPDATE span_events SET sliced = true WHERE alarm_id = %s AND uid = ANY(%s::text[])",
                     (cid, list(commit.sliced)),
                 )
-            if stolen:
-                # Our lease expired and another replica claimed the alarm while we were polling it
-                # (we froze, or lost the database for longer than the lease). What we read is still
-                # true, and writing it is safe: this transaction holds the alarm row lock, so it runs
-                # strictly before or after the other replica's commit; "fresh" was computed under
-                # that lock, and seen/outbox inserts are ON CONFLICT DO NOTHING on (alarm_id, uid) and
-                # (kind, uid). Whichever commit comes second finds the records already seen and
-                # enqueues nothing: no record is lost and none is queued twice. The lifecycle part
-                # (phase, next_poll, context, errors) is left to the lease holder, which read the
-                # alarm after us; we only count the records we added.
-                cur.execute("UPDATE alarms SET records = records + %s WHERE alarm_id = %s", (len(plan.fresh), cid))
-            else:
-                cur.execute(
-                    *alarm_update(commit, len(plan.fresh), POSTGRES.mark, ("lease_owner = NULL", "lease_until = NULL"))
+            cur.execute(
+                *alarm_update(
+                    commit,
+                    len(plan.fresh),
+                    POSTGRES.mark,
+                    ("lease_owner = NULL", "lease_until = NULL", "lease_token = NULL"),
                 )
-            return inserted, stolen
+            )
+            return inserted, False
 
         outcome = self._db.run("commit_poll", apply)
         if outcome is None:
@@ -213,7 +253,8 @@ class PostgresStateStore:
         self._replica.polled(cid, counted=not stolen)
         if stolen:
             log.warning(
-                "alarm %s: our lease lapsed and another replica took it over; records kept, lifecycle left to it",
+                "alarm %s: our lease lapsed and another replica claimed it; this poll's commit is abandoned "
+                "(the new holder reads the same records from BlueKing)",
                 cid,
             )
         return CommitResult(inserted=inserted)
@@ -270,15 +311,14 @@ class PostgresStateStore:
         return [outbox_item(r) for r in self._replica.claim_outbox(kind, limit)]
 
     def ack(self, seqs: Sequence[int]) -> None:
-        """Delete delivered rows (whoever holds them now: they were delivered)."""
+        """Delete delivered rows still held under our claim's token. A row another replica claimed
+        since (our lease lapsed) is left to it: it sends it again (the crash window, same uid)
+        rather than lose track of what it holds."""
         if not seqs:
             return
-
-        def delete(cur: Cursor) -> int:
-            cur.execute("DELETE FROM outbox WHERE seq = ANY(%s::bigint[])", (list(seqs),))
-            return max(0, cur.rowcount)
-
-        deleted = self._db.run("ack", delete)
+        deleted = self._db.run(
+            "ack", lambda cur: self._replica.outbox_fenced(cur, "DELETE FROM outbox o WHERE", seqs, {})
+        )
         self._replica.let_go(seqs, acked=deleted)
         with self._mu:
             self._depth -= deleted
@@ -293,13 +333,13 @@ class PostgresStateStore:
             return
 
         def update(cur: Cursor) -> int:
-            cur.execute(
-                "UPDATE outbox SET parked_at = %s, park_reason = %s, attempts = attempts + 1, "
-                "lease_owner = NULL, lease_until = NULL "
-                "WHERE parked_at IS NULL AND seq = ANY(%s::bigint[])",
-                (now, reason, list(seqs)),
+            return self._replica.outbox_fenced(
+                cur,
+                "UPDATE outbox o SET parked_at = %(now)s, park_reason = %(reason)s, attempts = attempts + 1, "
+                "lease_owner = NULL, lease_until = NULL WHERE o.parked_at IS NULL AND",
+                seqs,
+                {"now": now, "reason": reason},
             )
-            return max(0, cur.rowcount)
 
         parked = self._db.run("park", update)
         self._replica.let_go(seqs)
@@ -383,6 +423,7 @@ class PostgresStateStore:
         after the lease), mark this replica stopped, close the connections. Idempotent."""
         self._replica.close()
         self._db.close()
+        self._identity.close()
 
 
 def _counts(value: Any) -> dict[str, int]:

@@ -127,9 +127,20 @@ class Grower(threading.Thread):
 
 
 def exporter_config(
-    sim: Simulator, endpoint: str, state_path: Path, ids: list[str], *, protocol: str = "grpc", **over: Any
+    sim: Simulator,
+    endpoint: str,
+    state_path: Path,
+    ids: list[str],
+    *,
+    protocol: str = "grpc",
+    store: Any = None,
+    **over: Any,
 ) -> dict[str, Any]:
-    """The scenarios' starting config; ``over`` is merged in section by section."""
+    """The scenarios' starting config; ``over`` is merged in section by section. ``store`` (the
+    ``store`` fixture of ``conftest.py``) selects the state store: the SQLite file at
+    ``state_path``, or a shared PostgreSQL store."""
+    if store is not None:
+        over = merge({"state": store.state()}, over)
     faults: dict[str, Any] = {
         "bkmonitor": {"timeout": "2s", "max_concurrency": 4, "retry": {"max_attempts": 5}},
         "export": {

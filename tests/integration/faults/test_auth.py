@@ -24,6 +24,7 @@ from tests.support.secrets import APP_SECRET
 from tests.support.wait import wait_until
 
 from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, wait_delivered
+from .conftest import StoreChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +52,7 @@ def _assert_unready_without_storm(run: Run, calls: object, code: str) -> None:
 
 
 def test_wrong_secret_1306000_reported_unready_no_storm_then_fixed_by_reload(
-    tmp_path: Path, rotel_collector: RotelCollector
+    tmp_path: Path, rotel_collector: RotelCollector, store: StoreChoice
 ) -> None:
     rotel, receiver = rotel_collector
     secret_file = tmp_path / "bk_app_secret"
@@ -59,7 +60,7 @@ def test_wrong_secret_1306000_reported_unready_no_storm_then_fixed_by_reload(
     with simulator() as sim:
         story = Story(sim, seed=4)
         story.add_alarms(6, records=4)
-        config = exporter_config(sim, rotel.grpc_endpoint, tmp_path / "s.db", story.ids)
+        config = exporter_config(sim, rotel.grpc_endpoint, tmp_path / "s.db", story.ids, store=store)
         del config["bkmonitor"]["app_secret"]
         config["bkmonitor"]["app_secret_file"] = str(secret_file)
         path = write_config(tmp_path / "c.yaml", config)
@@ -83,14 +84,14 @@ def test_wrong_secret_1306000_reported_unready_no_storm_then_fixed_by_reload(
 
 
 def test_gateway_refusal_1640001_reported_unready_no_storm_then_recovers(
-    tmp_path: Path, rotel_collector: RotelCollector
+    tmp_path: Path, rotel_collector: RotelCollector, store: StoreChoice
 ) -> None:
     rotel, receiver = rotel_collector
     with simulator(seed=8) as sim:
         story = Story(sim, seed=8)
         story.add_alarms(6, records=4)
         path = write_config(
-            tmp_path / "c.yaml", exporter_config(sim, rotel.grpc_endpoint, tmp_path / "s.db", story.ids)
+            tmp_path / "c.yaml", exporter_config(sim, rotel.grpc_endpoint, tmp_path / "s.db", story.ids, store=store)
         )
         sim.fault_kinds = ["auth_1640001"]
         sim.fault_rate = 1.0  # the gateway refuses every call until the test says otherwise

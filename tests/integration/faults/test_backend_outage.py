@@ -30,6 +30,7 @@ from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.wait import wait_until
 
 from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, status_of, wait_delivered
+from .conftest import StoreChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,7 +38,9 @@ OUTAGE_SECONDS = 10
 
 
 @pytest.mark.parametrize("down", ["collector killed", "backend answers 503"])
-def test_backend_down_for_a_long_stretch_then_back(down: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_backend_down_for_a_long_stretch_then_back(
+    down: str, tmp_path: Path, request: pytest.FixtureRequest, store: StoreChoice
+) -> None:
     if down == "collector killed":
         rotel, receiver = request.getfixturevalue("rotel_collector")
         endpoint, protocol = rotel.grpc_endpoint, "grpc"
@@ -52,6 +55,7 @@ def test_backend_down_for_a_long_stretch_then_back(down: str, tmp_path: Path, re
             endpoint,
             tmp_path / "s.db",
             story.ids,
+            store=store,
             protocol=protocol,
             export={"retry": {"initial_backoff": "200ms", "max_backoff": "2s"}},
         )

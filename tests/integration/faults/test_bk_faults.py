@@ -35,6 +35,7 @@ from tests.support.daemon import write_config
 from tests.support.rotel import RotelCollector
 
 from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, wait_delivered
+from .conftest import StoreChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,13 +70,17 @@ def _gaps_after(requests: list[RecordedRequest]) -> list[tuple[str, float]]:
     return gaps
 
 
-def test_twenty_percent_faults_of_every_kind_with_latency(tmp_path: Path, rotel_collector: RotelCollector) -> None:
+def test_twenty_percent_faults_of_every_kind_with_latency(
+    tmp_path: Path, rotel_collector: RotelCollector, store: StoreChoice
+) -> None:
     rotel, receiver = rotel_collector
     with simulator(seed=11, latency=0.02) as sim:
         sim.slow_seconds = TIMEOUT + 0.5
         story = Story(sim, seed=11)
         story.add_alarms(10, records=6)
-        config = exporter_config(sim, rotel.grpc_endpoint, tmp_path / "s.db", story.ids, bkmonitor={"timeout": "1s"})
+        config = exporter_config(
+            sim, rotel.grpc_endpoint, tmp_path / "s.db", story.ids, store=store, bkmonitor={"timeout": "1s"}
+        )
         path = write_config(tmp_path / "c.yaml", config)
         for kind in KINDS:
             sim.inject(kind, times=1, endpoint="get_event_log")

@@ -23,6 +23,7 @@ from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.wait import wait_until
 
 from ._harness import Run, Story, assert_exactly_once, exporter_config, simulator, status_of, wait_delivered
+from .conftest import StoreChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,7 +31,7 @@ CAP = 20
 
 
 def test_full_outbox_leaves_records_in_bluekings_hands_counted_logged_then_delivered(
-    tmp_path: Path, otlp_receiver: OtlpReceiver
+    tmp_path: Path, otlp_receiver: OtlpReceiver, store: StoreChoice
 ) -> None:
     receiver = otlp_receiver
     receiver.mode = "unavailable"
@@ -38,7 +39,7 @@ def test_full_outbox_leaves_records_in_bluekings_hands_counted_logged_then_deliv
         story = Story(sim, seed=6)
         a, b, c = story.add_alarms(3, records=6)
         config = exporter_config(
-            sim, receiver.grpc_endpoint, tmp_path / "s.db", story.ids, state={"max_queued_records": CAP}
+            sim, receiver.grpc_endpoint, tmp_path / "s.db", story.ids, store=store, state={"max_queued_records": CAP}
         )
         path = write_config(tmp_path / "c.yaml", config)
         run = Run(path)

@@ -35,6 +35,7 @@ from ._harness import (
     status_of,
     wait_delivered,
 )
+from .conftest import StoreChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +47,9 @@ def _poisoned(raw: dict[str, object]) -> bool:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_rejected_records_are_parked_counted_reported_and_block_nothing(protocol: str, tmp_path: Path) -> None:
+def test_rejected_records_are_parked_counted_reported_and_block_nothing(
+    protocol: str, tmp_path: Path, store: StoreChoice
+) -> None:
     with simulator() as sim, HookedReceiver() as receiver:
         story = Story(sim, seed=3)
         alarms = story.add_alarms(4, records=10)
@@ -55,7 +58,7 @@ def test_rejected_records_are_parked_counted_reported_and_block_nothing(protocol
         receiver.decide = lambda bodies: "reject" if any("POISON" in b for b in bodies) else None
         endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
         config = exporter_config(
-            sim, endpoint, tmp_path / "s.db", story.ids, protocol=protocol, export={"batch_size": BATCH}
+            sim, endpoint, tmp_path / "s.db", story.ids, store=store, protocol=protocol, export={"batch_size": BATCH}
         )
         path = write_config(tmp_path / "c.yaml", config)
         run = Run(path)

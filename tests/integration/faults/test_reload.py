@@ -21,6 +21,7 @@ from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.wait import wait_until
 
 from ._harness import Run, Story, assert_exactly_once, exporter_config, merge, simulator, wait_delivered
+from .conftest import StoreChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,7 +34,7 @@ def _nobody_listening() -> str:
 
 
 def test_sighup_applies_a_valid_config_keeps_the_queue_and_refuses_an_invalid_one(
-    tmp_path: Path, otlp_receiver: OtlpReceiver
+    tmp_path: Path, otlp_receiver: OtlpReceiver, store: StoreChoice
 ) -> None:
     receiver = otlp_receiver
     with simulator() as sim:
@@ -42,7 +43,7 @@ def test_sighup_applies_a_valid_config_keeps_the_queue_and_refuses_an_invalid_on
         story.add_alarms(2, records=5)  # in BlueKing, not in the first config
         state = tmp_path / "s.db"
         path = write_config(
-            tmp_path / "c.yaml", exporter_config(sim, _nobody_listening(), state, [a.id for a in followed])
+            tmp_path / "c.yaml", exporter_config(sim, _nobody_listening(), state, [a.id for a in followed], store=store)
         )
         run = Run(path)
         try:
@@ -50,7 +51,13 @@ def test_sighup_applies_a_valid_config_keeps_the_queue_and_refuses_an_invalid_on
             assert receiver.logs() == []
 
             new = exporter_config(
-                sim, receiver.http_endpoint, state, story.ids, protocol="http/protobuf", export={"batch_size": 5}
+                sim,
+                receiver.http_endpoint,
+                state,
+                story.ids,
+                store=store,
+                protocol="http/protobuf",
+                export={"batch_size": 5},
             )
             write_config(path, new)
             run.daemon.signal(signal.SIGHUP)
