@@ -117,20 +117,20 @@ class Replica:
         self._hold(self._held_alarms, [alarm.alarm_id for alarm in claimed])
         return claimed
 
-    def claim_outbox(self, kind: str, limit: int) -> list[dict[str, Any]]:
+    def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[dict[str, Any]]:
         """Lease the oldest queued (not parked) rows of ``kind`` that no other live replica holds:
         their seq, kind, payload, enqueued_at and attempts, in seq order."""
 
         def claim(cur: Cursor) -> list[dict[str, Any]]:
             cur.execute(
                 "WITH c AS ("
-                "  SELECT seq FROM outbox WHERE kind = %(kind)s AND parked_at IS NULL"
+                "  SELECT seq FROM outbox WHERE destination = %(dest)s AND kind = %(kind)s AND parked_at IS NULL"
                 "    AND (lease_owner IS NULL OR lease_owner = %(me)s OR lease_until < now())"
                 "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
                 ") "
                 "UPDATE outbox AS o SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second' "
                 "FROM c WHERE o.seq = c.seq RETURNING o.seq, o.kind, o.payload, o.enqueued_at, o.attempts",
-                {"kind": kind, "me": self.owner, "limit": max(0, limit), "lease": self.lease},
+                {"kind": kind, "dest": destination, "me": self.owner, "limit": max(0, limit), "lease": self.lease},
             )
             return sorted(cur.fetchall(), key=lambda r: r["seq"])
 

@@ -86,6 +86,14 @@ MIGRATIONS: dict[int, str] = {
         acked BIGINT NOT NULL DEFAULT 0
     );
     """,
+    # one outbox row per record and destination: the rows queued before are the default's
+    2: """
+    ALTER TABLE outbox ADD COLUMN destination TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE outbox DROP CONSTRAINT outbox_kind_uid_key;
+    ALTER TABLE outbox ADD CONSTRAINT outbox_destination_kind_uid_key UNIQUE (destination, kind, uid);
+    DROP INDEX outbox_ready;
+    CREATE INDEX outbox_ready ON outbox (destination, kind, seq) WHERE parked_at IS NULL;
+    """,
 }
 
 
