@@ -267,6 +267,7 @@ def _build(
     secret = _resolve_app_secret(tree.get("bkmonitor"), env, base_dir, problems)
     plugins = check_section(tree.get("plugins"))
     problems.extend(plugin_problems(plugins))
+    destination_options = _check_destinations(tree.get("destinations"), base_dir, problems)
     config: Config | None = None
     try:
         config = Config.model_validate(tree, context={"base_dir": base_dir})
@@ -287,8 +288,62 @@ def _build(
             for kind, options in plugins.options.items()
         }
         config = config.model_copy(update={"plugins": config.plugins.model_copy(update=refs)})
+    config = _with_destinations(config, destination_options)
     config._source_path = source
     return config
+
+
+def _check_destinations(section: object, base_dir: Path | None, problems: list[Problem]) -> dict[int, Any]:
+    """Each destination's ``options`` validated by its sink's model (``otlp``: the OTLP keys of
+    ``export:``); problems at ``destinations.<n>.options.<option>``. Returns the validated models."""
+    from pydantic import BaseModel
+
+    from exporter.config.otlp import OtlpOptions
+    from exporter.config.problems import describe
+    from exporter.errors import PluginError
+    from exporter.plugins import load_plugin
+
+    found: dict[int, Any] = {}
+    if not isinstance(section, list):
+        return found
+    for number, entry in enumerate(section):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("sink"), str):
+            continue
+        options = entry.get("options")
+        if not (options is None or isinstance(options, Mapping)):
+            continue
+        model: type[BaseModel]
+        if entry["sink"] == "otlp":
+            model = OtlpOptions
+        else:
+            try:
+                model = load_plugin("sink", entry["sink"]).options
+            except PluginError as exc:
+                problems.append(Problem(("destinations", number, "sink"), str(exc)))
+                continue
+        try:
+            found[number] = model.model_validate(dict(options or {}), context={"base_dir": base_dir})
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc: Loc = tuple(err["loc"])
+                if err["type"] == "config_field":
+                    loc, text = (*loc, err["ctx"]["field"]), str(err["ctx"]["message"])
+                else:
+                    text = describe(err, loc, model)
+                problems.append(Problem(("destinations", number, "options", *loc), text))
+    return found
+
+
+def _with_destinations(config: Config, options: Mapping[int, Any]) -> Config:
+    """The destinations with their validated options and their signals (``export.signals`` when
+    they name none)."""
+    if not config.destinations:
+        return config
+    destinations = tuple(
+        d.model_copy(update={"options": options.get(n, d.options), "signals": d.signals or config.export.signals})
+        for n, d in enumerate(config.destinations)
+    )
+    return config.model_copy(update={"destinations": destinations})
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:

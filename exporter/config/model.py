@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_core.core_schema import ValidationInfo
 
+from exporter.config.destinations import DEFAULT_DESTINATION, DestinationConfig, FilterConfig
 from exporter.config.fields import (
     DEFAULT_STATUS,
     AlarmId,
@@ -37,7 +37,8 @@ from exporter.config.fields import (
     split_list,
     upper,
 )
-from exporter.config.types import Duration, ListenAddress, Size, headers_problem, parse_listen, shown
+from exporter.config.otlp import OtlpOptions, merge_signal_overrides
+from exporter.config.types import Duration, ListenAddress, Size, parse_listen, shown
 from exporter.plugins import DEFAULTS, KINDS
 from exporter.redact import url_passwords
 
@@ -216,26 +217,17 @@ class ExportRetryConfig(Section):
         return self
 
 
-_DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
-
-
-class ExportConfig(Section):
-    """``export``: the OTLP destination. ``headers`` values are secrets."""
+class ExportConfig(OtlpOptions):
+    """``export``: the default destination (OTLP keys from :class:`OtlpOptions`); ``headers`` values
+    are secrets. ``logs`` / ``spans`` hold the OTLP keys for one signal: ``export``'s, overridden by
+    what the file (or ``OTEL_EXPORTER_OTLP_LOGS_*`` / ``_TRACES_*``) says for that signal."""
 
     signals: Annotated[tuple[Literal["logs", "spans"], ...], BeforeValidator(split_list)] = Field(
         default=("logs",), min_length=1
     )
-    endpoint: str
-    protocol: Annotated[Literal["grpc", "http/protobuf"], BeforeValidator(lower)] = "grpc"
-    headers: Mapping[str, str] = Field(default_factory=dict, repr=False)  # values are secrets
-    compression: Annotated[Literal["gzip", "none"], BeforeValidator(lower)] = "gzip"
-    timeout: Duration = Field(default=10.0, gt=0)
-    insecure: Annotated[bool | None, BeforeValidator(empty_to_none)] = None
-    ca_file: FilePath = None
-    client_cert_file: FilePath = None
-    client_key_file: FilePath = None
-    batch_size: int = Field(default=512, ge=1, le=10000)
-    max_batch_bytes: Size = Field(default=3 * 1024 * 1024, ge=1024)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    logs: OtlpOptions | None = None
+    spans: OtlpOptions | None = None
     service_name: str = Field(default="bk-otel-exporter", min_length=1)
     resource_attributes: Mapping[str, str] = Field(default_factory=dict)
     console: bool = False
@@ -243,11 +235,8 @@ class ExportConfig(Section):
 
     @classmethod
     def _fill_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
-        if "endpoint" not in data:
-            protocol = data.get("protocol")
-            protocol = protocol.strip().lower() if isinstance(protocol, str) else "grpc"
-            data["endpoint"] = _DEFAULT_ENDPOINTS.get(protocol, _DEFAULT_ENDPOINTS["grpc"])
-        return data
+        data = super()._fill_defaults(data)
+        return merge_signal_overrides(data)
 
     @field_validator("signals", mode="before")
     @classmethod
@@ -259,33 +248,17 @@ class ExportConfig(Section):
     def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return dedupe(value)
 
-    @field_validator("endpoint")
+    @field_validator("resource_attributes")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return http_url(value, example="http://localhost:4317")
-
-    @field_validator("headers", "resource_attributes")
-    @classmethod
-    def _names(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+    def _attribute_names(cls, value: Mapping[str, str]) -> Mapping[str, str]:
         if any(not name.strip() for name in value):
             raise ValueError("names must not be empty")
         return value
 
-    @field_validator("headers")
-    @classmethod
-    def _sendable(cls, value: Mapping[str, str], info: ValidationInfo) -> Mapping[str, str]:
-        problem = headers_problem(value, info.data.get("protocol", "http/protobuf"))  # a bad protocol: said apart
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @model_validator(mode="after")
-    def _client_pair(self) -> ExportConfig:
-        if (self.client_cert_file is None) != (self.client_key_file is None):
-            missing = "client_key_file" if self.client_key_file is None else "client_cert_file"
-            other = "client_cert_file" if missing == "client_key_file" else "client_key_file"
-            raise field_error(missing, f"required together with {other}")
-        return self
+    def for_signal(self, signal: str) -> OtlpOptions:
+        """The OTLP keys that apply to ``signal`` (``logs`` or ``spans``)."""
+        override = self.logs if signal == "logs" else self.spans
+        return override if override is not None else self
 
 
 class StateConfig(Section):
@@ -387,6 +360,7 @@ class Config(Section):
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     poll: PollConfig = Field(default_factory=PollConfig)
     export: ExportConfig = Field(default_factory=lambda: ExportConfig.model_validate({}))
+    destinations: tuple[DestinationConfig, ...] = ()
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -401,6 +375,17 @@ class Config(Section):
         data.setdefault("bkmonitor", {})
         return data
 
+    @model_validator(mode="after")
+    def _destination_names(self) -> Config:
+        names = {DEFAULT_DESTINATION}
+        for number, destination in enumerate(self.destinations):
+            if destination.name in names:
+                what = "the name of export:" if destination.name == DEFAULT_DESTINATION else "used twice"
+                problem = f"{destination.name!r} is {what}; names must be unique"
+                raise field_error(f"destinations.{number}.name", problem)
+            names.add(destination.name)
+        return self
+
     @property
     def source_path(self) -> Path | None:
         """The file this config was loaded from (``None`` for :func:`config_from_dict`); not an option."""
@@ -411,6 +396,12 @@ class Config(Section):
         bk = self.bkmonitor
         found = [s.get_secret_value() for s in (bk.app_secret, bk.bk_token, bk.access_token) if s]
         found.extend(value for value in self.export.headers.values() if value)
+        for per_signal in (self.export.logs, self.export.spans):
+            found.extend(value for value in (per_signal.headers.values() if per_signal else ()) if value)
+        for destination in self.destinations:
+            found.extend(_model_secrets(destination.options))
+            headers = getattr(destination.options, "headers", None)
+            found.extend(value for value in (headers or {}).values() if isinstance(value, str))
         if self.state.url is not None:
             found.extend(url_passwords(self.state.url.get_secret_value()))
         for kind in KINDS:

@@ -21,7 +21,7 @@ from exporter.config.model import Config
 from exporter.config.types import shown
 from exporter.plugins import KINDS, SectionCheck
 
-__all__ = ["Loc", "Problem", "plugin_problems", "sorted_lines", "validation_problems"]
+__all__ = ["Loc", "Problem", "describe", "plugin_problems", "sorted_lines", "validation_problems"]
 
 #: an option path, as pydantic gives it: ``("export", "headers")``, ``("alarms", "ids", 2)``
 Loc = tuple[str | int, ...]
@@ -109,6 +109,11 @@ def _describe(err: Mapping[str, Any], loc: Loc, root: type[BaseModel] | None = N
         return _KINDS[kind]
     message = str(err["msg"])
     return message[:1].lower() + message[1:]
+
+
+def describe(err: Mapping[str, Any], loc: Loc, root: type[BaseModel] | None = None) -> str:
+    """:func:`_describe` for the loader (a destination's sink options, validated by its own model)."""
+    return _describe(err, loc, root)
 
 
 def validation_problems(exc: ValidationError, from_env: Mapping[Loc, str]) -> list[Problem]:

@@ -126,7 +126,10 @@ class Sender:
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
+        destination: str = "default",
     ) -> None:
+        #: the destination whose outbox rows this sender drains (``default``: ``export:``)
+        self.destination = destination
         self.store = store
         self.sink = sink
         self.metrics = metrics
@@ -213,7 +216,7 @@ class Sender:
     def _one_batch(self, signal: str, report: DrainReport, deadline: float | None) -> bool:
         """Claim one batch of ``signal`` and send it (in as many requests as its size needs);
         False when there is nothing to send, the sink asked to retry, or the drain must stop."""
-        items = self.store.claim_outbox(signal, self.settings.batch_size)
+        items = self.store.claim_outbox(signal, self.settings.batch_size, self.destination)
         if not items:
             return False
         parts = self._parts(items)

@@ -69,6 +69,8 @@ class QueuedRecord:
     kind: str
     uid: str
     payload: str
+    #: the destination the row is for (``default``: ``export:``); one row per record and destination
+    destination: str = "default"
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,9 @@ class PollCommit:
 class CommitResult:
     inserted: int  # new outbox rows
     overflow: bool = False  # nothing was committed: the outbox is at max_queued_records
+    #: destinations whose backlog was at max_queued_records: their rows of this commit were dropped
+    #: (counted, logged), the other destinations' rows were committed
+    overflowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class OutboxStats:
     oldest_enqueued_at: float | None
     by_kind: dict[str, int] = field(default_factory=dict)  # queued rows per signal
     parked_by_kind: dict[str, int] = field(default_factory=dict)
+    #: per destination: (queued, parked, oldest enqueued_at of its queued rows)
+    by_destination: dict[str, tuple[int, int, float | None]] = field(default_factory=dict)
 
 
 class StateStore(Protocol):
@@ -159,8 +166,8 @@ class StateStore(Protocol):
         ...
 
     # -- outbox --------------------------------------------------------------------------------
-    def claim_outbox(self, kind: str, limit: int) -> list[OutboxItem]:
-        """The oldest queued (not parked) rows of ``kind``."""
+    def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[OutboxItem]:
+        """The oldest queued (not parked) rows of ``kind`` for ``destination``."""
         ...
 
     def ack(self, seqs: Sequence[int]) -> None:
@@ -177,7 +184,9 @@ class StateStore(Protocol):
 
     def outbox_stats(self) -> OutboxStats: ...
 
-    def requeue(self, *, signal: str | None = None, parked_before: float | None = None) -> int:
+    def requeue(
+        self, *, signal: str | None = None, parked_before: float | None = None, destination: str | None = None
+    ) -> int:
         """Move parked rows (of ``signal``; parked before ``parked_before``) back into the outbox,
         as fresh rows in their original order; returns how many."""
         ...

@@ -39,6 +39,7 @@ __all__ = [
     "alarm_from_row",
     "alarm_update",
     "check_identity",
+    "destination_stats",
     "outbox_item",
     "outbox_payload",
     "outbox_where",
@@ -50,7 +51,13 @@ __all__ = [
 #: ``meta.app``: a store without it was written by something else and is never touched
 APP_ID = "bk-otel-exporter"
 #: the schema this build writes; a store with a newer one is refused
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Layout (schema 2): one outbox row per record and destination (a ``destination`` column), not a
+# cursor per destination over one shared outbox. Each destination's rows are acknowledged, parked,
+# requeued and capped on their own, with the same statements as before plus one equality; a
+# cursor layout would need the slowest destination's cursor to decide when a row may go, and
+# per-destination parking beside it. docs/benchmarks.md has the measured cost of the extra rows.
 
 ALARM_FIELDS = (
     "alarm_id",
@@ -125,6 +132,13 @@ class Statements:
             f"SELECT uid, time_ns, payload, sliced FROM span_events WHERE alarm_id = {m} ORDER BY time_ns, uid"
         )
         self.count_queued = "SELECT count(*) AS n FROM outbox WHERE parked_at IS NULL"
+        self.count_by_destination = (
+            "SELECT destination, count(*) AS n FROM outbox WHERE parked_at IS NULL GROUP BY destination"
+        )
+        self.destination_stats = (
+            "SELECT destination, parked_at IS NOT NULL AS parked, count(*) AS n, min(enqueued_at) AS oldest "
+            "FROM outbox GROUP BY destination, parked_at IS NOT NULL"
+        )
         self.counts_by_kind = (
             "SELECT kind, parked_at IS NOT NULL AS parked, count(*) AS n, min(enqueued_at) AS oldest "
             "FROM outbox GROUP BY kind, parked_at IS NOT NULL"
@@ -148,11 +162,15 @@ class Statements:
         params = (ctx.to_json(), phase, next_poll, new_source, change_token, phase, phase, ctx.alarm_id)
         return self._refollow, params
 
-    def requeue(self, *, signal: str | None, parked_before: float | None) -> tuple[str, list[object]]:
+    def requeue(
+        self, *, signal: str | None, parked_before: float | None, destination: str | None = None
+    ) -> tuple[str, list[object]]:
         """Parked rows (of ``signal``, parked before ``parked_before``) back into the outbox, as
         fresh rows: no park reason, no attempts counted. Their ``seq`` stays, so they go out in
         their original order, ahead of newer rows."""
-        where, params = outbox_where(self.mark, parked=True, signal=signal, parked_before=parked_before)
+        where, params = outbox_where(
+            self.mark, parked=True, signal=signal, parked_before=parked_before, destination=destination
+        )
         return f"UPDATE outbox SET parked_at = NULL, park_reason = NULL, attempts = 0 WHERE {where}", params
 
     def delete_rows(
@@ -164,7 +182,7 @@ class Statements:
 
 
 def outbox_where(
-    mark: str, *, parked: bool, signal: str | None, parked_before: float | None = None
+    mark: str, *, parked: bool, signal: str | None, parked_before: float | None = None, destination: str | None = None
 ) -> tuple[str, list[object]]:
     """The ``WHERE`` of the operator's outbox statements: queued or parked rows, of one signal
     (``kind``) when given, parked before a time when given (parked rows only)."""
@@ -173,6 +191,9 @@ def outbox_where(
     if signal is not None:
         clauses.append(f"kind = {mark}")
         params.append(signal)
+    if destination is not None:
+        clauses.append(f"destination = {mark}")
+        params.append(destination)
     if parked_before is not None:
         if not parked:
             raise ValueError("parked_before applies to parked rows only")
@@ -210,6 +231,20 @@ def span_event_from_row(row: Any) -> StoredSpanEvent:
     return StoredSpanEvent(row["uid"], row["time_ns"], row["payload"], bool(row["sliced"]))
 
 
+def destination_stats(rows: Sequence[Any]) -> dict[str, tuple[int, int, float | None]]:
+    """``(queued, parked, oldest queued enqueued_at)`` per destination, from
+    :attr:`Statements.destination_stats` rows."""
+    out: dict[str, tuple[int, int, float | None]] = {}
+    for r in rows:
+        queued, parked, oldest = out.get(r["destination"], (0, 0, None))
+        if r["parked"]:
+            parked += int(r["n"])
+        else:
+            queued, oldest = queued + int(r["n"]), r["oldest"]
+        out[r["destination"]] = (queued, parked, oldest)
+    return out
+
+
 def outbox_payload(kind: str, text: str) -> LogEvent | SpanRecord:
     """An outbox row's payload: a SpanRecord for ``spans``, else a LogEvent."""
     return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
@@ -227,29 +262,41 @@ class CommitPlan:
     """What one poll commit writes, once the store said which of its uids are seen already."""
 
     seen: list[str]  # the uids to mark seen, each once
-    fresh: list[QueuedRecord]  # the queued records not seen before: counted in alarms.records
-    rows: list[QueuedRecord]  # the outbox rows to insert: ``fresh`` and the extra ones (spans)
+    fresh: list[str]  # the queued uids not seen before: counted in alarms.records
+    rows: list[QueuedRecord]  # the outbox rows to insert: one per fresh record and destination, and the extra ones
+    overflowed: tuple[str, ...] = ()  # destinations at their cap: their rows were left out
 
 
 def plan_commit(
-    commit: PollCommit, known: Callable[[list[str]], set[str]], depth: int, max_queued: int
+    commit: PollCommit, known: Callable[[list[str]], set[str]], depths: Mapping[str, int], max_queued: int
 ) -> CommitPlan | None:
-    """Plan ``commit`` against an outbox ``depth`` deep; None when the cap refuses it whole.
+    """Plan ``commit`` against the outbox ``depths`` (queued rows per destination); None when the
+    cap refuses it whole.
 
     ``known`` answers which of the given uids are seen already (asked only when some are queued).
-    A queued row whose uid was seen before is dropped: that is the de-duplication. Over the cap
-    nothing is written: the records stay unseen and are read again later. An empty outbox takes a
-    poll whole even when it alone exceeds the cap: otherwise an alarm with more new records than
+    A queued row whose uid was seen before is dropped: that is the de-duplication. The cap applies
+    per destination: the rows of a destination whose backlog would pass ``max_queued`` are left
+    out (``overflowed``: counted and logged by the caller) while the others' are written, so one
+    destination's outage never holds the others. When every destination with rows is over, nothing
+    is written: the records stay unseen and are read again later. An empty backlog takes a poll
+    whole even when it alone exceeds the cap: otherwise an alarm with more new records than
     ``max_queued`` could never be taken.
     """
-    queued = {q.uid: q for q in commit.queued}
+    queued: dict[str, list[QueuedRecord]] = {}
+    for q in commit.queued:
+        queued.setdefault(q.uid, []).append(q)
     candidates = list(dict.fromkeys(uid for uid in commit.seen if uid in queued))
     seen_before = known(candidates) if candidates else set()
-    fresh = [queued[uid] for uid in candidates if uid not in seen_before]
-    rows = [*fresh, *commit.extra_queued]
-    if rows and depth > 0 and depth + len(rows) > max_queued:
+    fresh = [uid for uid in candidates if uid not in seen_before]
+    wanted = [*(row for uid in fresh for row in queued[uid]), *commit.extra_queued]
+    adding: dict[str, int] = {}
+    for row in wanted:
+        adding[row.destination] = adding.get(row.destination, 0) + 1
+    over = tuple(sorted(d for d, n in adding.items() if depths.get(d, 0) > 0 and depths.get(d, 0) + n > max_queued))
+    rows = [row for row in wanted if row.destination not in over]
+    if wanted and not rows:
         return None
-    return CommitPlan(seen=list(dict.fromkeys(commit.seen)), fresh=fresh, rows=rows)
+    return CommitPlan(seen=list(dict.fromkeys(commit.seen)), fresh=fresh, rows=rows, overflowed=over)
 
 
 def alarm_update(c: PollCommit, new_records: int, mark: str, extra: Sequence[str] = ()) -> tuple[str, list[object]]:

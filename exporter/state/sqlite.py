@@ -39,6 +39,7 @@ from exporter.state.sql import (
     alarm_from_row,
     alarm_update,
     check_identity,
+    destination_stats,
     outbox_item,
     plan_commit,
     span_event_from_row,
@@ -108,7 +109,7 @@ class SqliteStateStore:
             self._db.close()
             self._release_lock()
             raise
-        self._depth = self._count_queued()
+        self._depth: dict[str, int] = self._count_queued()
 
     # -- opening and migrating --------------------------------------------------------------------
     def _open(self) -> None:
@@ -187,23 +188,29 @@ class SqliteStateStore:
         except sqlite3.Error as exc:  # pragma: no cover - the connection itself is gone
             log.error("state store %s: rollback failed: %s", self.path, exc)
 
-    def _synced_depth(self, db: sqlite3.Connection) -> int:
+    def _synced_depth(self, db: sqlite3.Connection) -> dict[str, int]:
         """The cached depth, recounted first if another connection (a ``requeue`` or ``purge``
         run beside us) committed since we last looked. Inside a transaction: exact."""
         version = int(db.execute("PRAGMA data_version").fetchone()[0])
         if version != self._data_version:
-            self._depth = int(db.execute(SQLITE.count_queued).fetchone()[0])
+            self._depth = {r[0]: int(r[1]) for r in db.execute(SQLITE.count_by_destination)}
             self._data_version = version
         return self._depth
+
+    def _moved(self, destinations: Sequence[object], sign: int) -> None:
+        """Committed rows of these destinations joined (+1) or left (-1) the queue: the cached depths."""
+        for destination in destinations:
+            key = str(destination)
+            self._depth[key] = self._depth.get(key, 0) + sign
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def _count_queued(self) -> int:
+    def _count_queued(self) -> dict[str, int]:
         with self._lock:
             self._data_version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-            return int(self._query(SQLITE.count_queued)[0][0])
+            return {r[0]: int(r[1]) for r in self._query(SQLITE.count_by_destination)}
 
     # -- alarms -------------------------------------------------------------------------------------
     def upsert_alarm(
@@ -246,7 +253,7 @@ class SqliteStateStore:
             return self._commit_poll(commit)
 
     def _commit_poll(self, commit: PollCommit) -> CommitResult:
-        inserted = 0
+        inserted: list[str] = []
         with self._tx() as db:
 
             def known(uids: list[str]) -> set[str]:
@@ -262,10 +269,11 @@ class SqliteStateStore:
             )
             for row in plan.rows:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, enqueued_at) VALUES (?, ?, ?, ?, ?)",
-                    (row.kind, row.uid, commit.alarm_id, row.payload, commit.now),
+                    "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, enqueued_at, destination) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.kind, row.uid, commit.alarm_id, row.payload, commit.now, row.destination),
                 )
-                inserted += cur.rowcount
+                inserted.extend([row.destination] * cur.rowcount)
             db.executemany(
                 "INSERT OR IGNORE INTO span_events (alarm_id, uid, time_ns, payload) VALUES (?, ?, ?, ?)",
                 [(commit.alarm_id, e.uid, e.time_ns, e.payload) for e in commit.span_events],
@@ -276,8 +284,8 @@ class SqliteStateStore:
                     [(commit.alarm_id, uid) for uid in commit.sliced],
                 )
             db.execute(*alarm_update(commit, len(plan.fresh), SQLITE.mark))
-        self._depth += inserted  # committed; under the lock: ack() changes it from the sender's thread
-        return CommitResult(inserted=inserted)
+        self._moved(inserted, +1)  # committed; under the lock: ack() changes it from the sender's thread
+        return CommitResult(inserted=len(inserted), overflowed=plan.overflowed)
 
     def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
         return [span_event_from_row(r) for r in self._query(SQLITE.span_events, (alarm_id,))]
@@ -298,11 +306,11 @@ class SqliteStateStore:
         return len(ids)
 
     # -- outbox -------------------------------------------------------------------------------------
-    def claim_outbox(self, kind: str, limit: int) -> list[OutboxItem]:
+    def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[OutboxItem]:
         rows = self._query(
             "SELECT seq, kind, payload, enqueued_at, attempts FROM outbox "
-            "WHERE kind = ? AND parked_at IS NULL ORDER BY seq LIMIT ?",
-            (kind, limit),
+            "WHERE destination = ? AND kind = ? AND parked_at IS NULL ORDER BY seq LIMIT ?",
+            (destination, kind, limit),
         )
         return [outbox_item(r) for r in rows]
 
@@ -311,8 +319,11 @@ class SqliteStateStore:
             return
         with self._lock:
             with self._tx() as db:
-                cur = db.execute(f"DELETE FROM outbox WHERE seq IN ({_marks(len(seqs))})", list(seqs))
-            self._depth -= cur.rowcount  # committed
+                gone = db.execute(
+                    f"DELETE FROM outbox WHERE seq IN ({_marks(len(seqs))}) RETURNING destination, parked_at",
+                    list(seqs),
+                ).fetchall()
+            self._moved([r[0] for r in gone if r[1] is None], -1)  # committed
 
     def release(self, seqs: Sequence[int]) -> None:
         if seqs:
@@ -327,12 +338,12 @@ class SqliteStateStore:
             return
         with self._lock:
             with self._tx() as db:
-                cur = db.execute(
+                gone = db.execute(
                     f"UPDATE outbox SET parked_at = ?, park_reason = ?, attempts = attempts + 1 "
-                    f"WHERE parked_at IS NULL AND seq IN ({_marks(len(seqs))})",
+                    f"WHERE parked_at IS NULL AND seq IN ({_marks(len(seqs))}) RETURNING destination",
                     [now, reason, *seqs],
-                )
-            self._depth -= cur.rowcount  # committed
+                ).fetchall()
+            self._moved([r[0] for r in gone], -1)  # committed
 
     def outbox_stats(self) -> OutboxStats:
         depth = parked = 0
@@ -348,22 +359,33 @@ class SqliteStateStore:
             by_kind[r["kind"]] = r["n"]
             oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
         return OutboxStats(
-            depth=depth, parked=parked, oldest_enqueued_at=oldest, by_kind=by_kind, parked_by_kind=parked_by_kind
+            depth=depth,
+            parked=parked,
+            oldest_enqueued_at=oldest,
+            by_kind=by_kind,
+            parked_by_kind=parked_by_kind,
+            by_destination=destination_stats(self._query(SQLITE.destination_stats)),
         )
 
-    def requeue(self, *, signal: str | None = None, parked_before: float | None = None) -> int:
+    def requeue(
+        self, *, signal: str | None = None, parked_before: float | None = None, destination: str | None = None
+    ) -> int:
         with self._lock:
             with self._tx() as db:
-                moved = db.execute(*SQLITE.requeue(signal=signal, parked_before=parked_before)).rowcount
-            self._depth += moved  # committed
+                sql, params = SQLITE.requeue(signal=signal, parked_before=parked_before, destination=destination)
+                back = db.execute(sql + " RETURNING destination", params).fetchall()
+                moved = len(back)
+            self._moved([r[0] for r in back], +1)  # committed
         return moved
 
     def purge(self, signal: str, *, parked: bool = False) -> int:
         with self._lock:
             with self._tx() as db:
-                deleted = db.execute(*SQLITE.delete_rows(parked=parked, signal=signal)).rowcount
+                sql, params = SQLITE.delete_rows(parked=parked, signal=signal)
+                gone = db.execute(sql + " RETURNING destination", params).fetchall()
+                deleted = len(gone)
             if not parked:
-                self._depth -= deleted  # committed
+                self._moved([r[0] for r in gone], -1)  # committed
         return deleted
 
     def prune_parked(self, parked_before: float) -> int:

@@ -58,6 +58,14 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (alarm_id, uid)
     ) WITHOUT ROWID;
     """,
+    # one outbox row per record and destination: the rows queued before are the default's
+    2: """
+    ALTER TABLE outbox ADD COLUMN destination TEXT NOT NULL DEFAULT 'default';
+    DROP INDEX outbox_uid;
+    DROP INDEX outbox_ready;
+    CREATE UNIQUE INDEX outbox_uid ON outbox (destination, kind, uid);
+    CREATE INDEX outbox_ready ON outbox (destination, kind, parked_at, seq);
+    """,
 }
 
 

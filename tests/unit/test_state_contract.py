@@ -434,3 +434,49 @@ def test_database_of_another_app_is_refused(backend: Backend) -> None:
     backend.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     with pytest.raises(StateCorruptError, match="not written by"):
         backend.open()
+
+
+# -- destinations: one row per record and destination ------------------------------------------------
+def _to(uid: str, *destinations: str) -> list[QueuedRecord]:
+    row = queued_log(uid)
+    return [QueuedRecord(row.kind, row.uid, row.payload, destination=d) for d in destinations]
+
+
+def test_each_destination_has_its_own_rows_acks_and_stats(store: StateStore) -> None:
+    follow(store, "1")
+    queued = [*_to("a", "default", "loki"), *_to("b", "default", "loki"), *_to("c", "loki")]
+    result = store.commit_poll(PollCommit("1", 100.0, seen=["a", "b", "c"], queued=queued))
+    assert result.inserted == 5
+    assert store.get_alarm("1").records == 3  # records, not rows
+    default = store.claim_outbox("logs", 10)
+    loki = store.claim_outbox("logs", 10, "loki")
+    assert [i.payload.uid for i in default] == ["a", "b"] and [i.payload.uid for i in loki] == ["a", "b", "c"]
+    store.ack([i.seq for i in default])  # default delivered: loki's rows are untouched
+    assert store.claim_outbox("logs", 10) == []
+    assert [i.seq for i in store.claim_outbox("logs", 10, "loki")] == [i.seq for i in loki]
+    store.park([loki[0].seq], "refused", 5.0)
+    stats = store.outbox_stats()
+    assert stats.by_destination["loki"][:2] == (2, 1) and "default" not in stats.by_destination
+    # a second poll of the same records queues nothing for anyone (de-duplication by uid)
+    again = store.commit_poll(PollCommit("1", 101.0, seen=["a", "c"], queued=[*_to("a", "default", "loki")]))
+    assert again.inserted == 0
+    assert store.requeue(destination="default") == 0
+    assert store.requeue(destination="loki") == 1
+    assert store.outbox_stats().by_destination["loki"][:2] == (3, 0)
+
+
+def test_the_cap_applies_per_destination(store: StateStore) -> None:
+    follow(store, "1")
+    uids = [f"u{i}" for i in range(9)]
+    rows = [r for u in uids for r in _to(u, "slow")]
+    assert store.commit_poll(PollCommit("1", 100.0, seen=uids, queued=rows)).inserted == 9  # slow: 9 of 10
+    # slow is full: its rows are left out, the default destination's are taken
+    result = store.commit_poll(
+        PollCommit("1", 101.0, seen=["x", "y"], queued=[*_to("x", "default", "slow"), *_to("y", "default", "slow")])
+    )
+    assert not result.overflow and result.overflowed == ("slow",) and result.inserted == 2
+    assert [i.payload.uid for i in store.claim_outbox("logs", 10)] == ["x", "y"]
+    assert len(store.claim_outbox("logs", 20, "slow")) == 9
+    # only full destinations: nothing is committed, the records stay unseen
+    full = store.commit_poll(PollCommit("1", 102.0, seen=["z", "w"], queued=[*_to("z", "slow"), *_to("w", "slow")]))
+    assert full.overflow and "z" not in store.seen_uids("1")

@@ -83,3 +83,33 @@ def test_the_cap_sees_what_another_process_changed(tmp_path: Path) -> None:
         assert result.inserted == 5  # 5 queued after the park + 5 fits; the stale 6 + 5 would not
     finally:
         daemon.close()
+
+
+def test_a_schema_1_store_with_queued_rows_is_migrated_and_its_rows_are_the_defaults(tmp_path: Path) -> None:
+    import sqlite3 as _sqlite3
+
+    from exporter.state.sqlite_file import MIGRATIONS as _MIGRATIONS
+
+    path = tmp_path / "old.db"
+    db = _sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[1])
+    db.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)", [("app", "bk-otel-exporter"), ("schema_version", "1")]
+    )
+    row = queued_log("old-1")
+    db.execute(
+        "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at) VALUES (?, ?, '1', ?, 1.0)",
+        (row.kind, row.uid, row.payload),
+    )
+    db.commit()
+    db.close()
+    store = SqliteStateStore(path)
+    try:
+        assert store.get_meta("schema_version") == "2"
+        items = store.claim_outbox("logs", 10)  # the default destination's
+        assert [i.payload.uid for i in items] == ["old-1"]
+        assert store.claim_outbox("logs", 10, "other") == []
+        store.ack([i.seq for i in items])
+        assert store.outbox_stats().depth == 0
+    finally:
+        store.close()

@@ -133,7 +133,7 @@ class Replica:
             self._alarms = {alarm.alarm_id: (token, stamp) for alarm, token in claimed}
         return sorted((alarm for alarm, _ in claimed), key=lambda a: (a.next_poll, a.alarm_id))
 
-    def claim_outbox(self, kind: str, limit: int) -> list[dict[str, Any]]:
+    def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[dict[str, Any]]:
         """Lease the oldest queued (not parked) rows of ``kind`` that no other live replica holds:
         their seq, kind, payload, enqueued_at and attempts, in seq order. The claims of the previous
         call are over (the sender resolves a batch before it claims the next one).
@@ -146,7 +146,7 @@ class Replica:
         def claim(cur: Cursor) -> list[dict[str, Any]]:
             cur.execute(
                 f"WITH {_LIVE}, c AS ("
-                "  SELECT seq FROM outbox o WHERE kind = %(kind)s AND parked_at IS NULL"
+                "  SELECT seq FROM outbox o WHERE destination = %(dest)s AND kind = %(kind)s AND parked_at IS NULL"
                 "    AND (lease_owner IS NULL OR lease_owner = %(me)s OR lease_until < now())"
                 "    AND (enqueued_by IS NULL OR enqueued_by = %(me)s"
                 "      OR enqueued_at < extract(epoch FROM now()) - %(steal)s"
@@ -157,7 +157,7 @@ class Replica:
                 "lease_token = nextval('lease_tokens') "
                 "FROM c WHERE o.seq = c.seq "
                 "RETURNING o.seq, o.kind, o.payload, o.enqueued_at, o.attempts, o.lease_token",
-                {"kind": kind, "me": self.owner, "limit": max(0, limit), "lease": self.lease}
+                {"kind": kind, "dest": destination, "me": self.owner, "limit": max(0, limit), "lease": self.lease}
                 | {"steal": self.steal_after},
             )
             return sorted(cur.fetchall(), key=lambda r: r["seq"])
@@ -191,23 +191,24 @@ class Replica:
         known = {s for s, _ in held}
         return [s for s, _ in held], [t for _, t in held], [s for s in seqs if s not in known]
 
-    def outbox_fenced(self, cur: Cursor, sql: str, seqs: Sequence[int], params: dict[str, Any]) -> int:
+    def outbox_fenced(self, cur: Cursor, sql: str, seqs: Sequence[int], params: dict[str, Any]) -> list[dict[str, Any]]:
         """Run ``sql`` (an UPDATE or DELETE on ``outbox o`` ending in ``WHERE`` or ``AND``) on the rows of
         ``seqs`` still held under our token (nobody claimed them since), or, for rows we never
-        claimed, not under another replica's live lease. Returns the rows it touched."""
+        claimed, not under another replica's live lease. Returns the destination and (former)
+        ``parked_at`` of each row it touched."""
         with_token, tokens, unclaimed = self._fence(seqs)
         cur.execute(
             f"{sql} ((o.seq, o.lease_token) IN (SELECT * FROM unnest(%(seqs)s::bigint[], %(tokens)s::bigint[])) "
             "OR (o.seq = ANY(%(unclaimed)s::bigint[]) AND (o.lease_owner IS NULL OR o.lease_owner = %(me)s "
-            "OR o.lease_until < now())))",
+            "OR o.lease_until < now()))) RETURNING o.destination, o.parked_at",
             {**params, "seqs": with_token, "tokens": tokens, "unclaimed": unclaimed, "me": self.owner},
         )
-        touched = max(0, cur.rowcount)
-        if touched < len(seqs):
+        touched = list(cur.fetchall())
+        if len(touched) < len(seqs):
             log.warning(
                 "outbox: %d of %d rows are no longer ours (our lease lapsed and another replica claimed "
                 "them); left to it, we change nothing of them",
-                len(seqs) - touched,
+                len(seqs) - len(touched),
                 len(seqs),
             )
         return touched

@@ -6,7 +6,9 @@ Its versions run ahead of the SQLite store's (:data:`PG_SCHEMA_VERSION`): step 2
 replicas need, the fencing token of every lease (``lease_token``, drawn from the ``lease_tokens``
 sequence by each claim), who queued an outbox row (``enqueued_by``: its sender is preferred for
 it) and each replica's ``service.instance.id``. A build that predates step 2 refuses such a
-database (it would claim without tokens), as it refuses any newer schema."""
+database (it would claim without tokens), as it refuses any newer schema. Step 3 is the SQLite
+store's schema 2: one outbox row per record and destination (a ``destination`` column; the rows
+queued before become the default destination's)."""
 
 from __future__ import annotations
 
@@ -97,6 +99,14 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE alarms ADD COLUMN lease_token BIGINT;
     ALTER TABLE outbox ADD COLUMN lease_token BIGINT, ADD COLUMN enqueued_by TEXT;
     ALTER TABLE replicas ADD COLUMN instance_id TEXT;
+    """,
+    # one outbox row per record and destination: the rows queued before are the default's
+    3: """
+    ALTER TABLE outbox ADD COLUMN destination TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE outbox DROP CONSTRAINT outbox_kind_uid_key;
+    ALTER TABLE outbox ADD CONSTRAINT outbox_destination_kind_uid_key UNIQUE (destination, kind, uid);
+    DROP INDEX outbox_ready;
+    CREATE INDEX outbox_ready ON outbox (destination, kind, seq) WHERE parked_at IS NULL;
     """,
 }
 

@@ -26,6 +26,7 @@ from exporter.state.sql import (
     POSTGRES,
     alarm_from_row,
     alarm_update,
+    destination_stats,
     outbox_item,
     plan_commit,
     span_event_from_row,
@@ -88,7 +89,7 @@ class PostgresStateStore:
         self.host, self.pid = self._replica.host, self._replica.pid
         self._depth_refresh = depth_refresh
         self._mu = threading.Lock()  # guards the cached depth
-        self._depth = 0
+        self._depth: dict[str, int] = {}
         self._depth_at = 0.0
         self._depth_counting = False
         warning = transport_warning(url)
@@ -180,9 +181,9 @@ class PostgresStateStore:
 
     def commit_poll(self, commit: PollCommit) -> CommitResult:
         cid = commit.alarm_id
-        depth = self._queued_depth() if (commit.queued or commit.extra_queued) else 0
+        depth = self._queued_depth() if (commit.queued or commit.extra_queued) else {}
 
-        def apply(cur: Cursor) -> tuple[int, bool] | None:
+        def apply(cur: Cursor) -> tuple[list[str], bool, tuple[str, ...]] | None:
             # The alarm row lock serialises every commit of one alarm, across replicas. A commit
             # whose claim was superseded (our lease lapsed, another replica claimed the alarm:
             # we froze, or lost the database for longer than the lease) is fenced off whole: the
@@ -190,7 +191,7 @@ class PostgresStateStore:
             # the same stored state, commits them; writing ours could queue a span the holder
             # also queues, or undo its lifecycle.
             if not self._replica.alarm_is_ours(cur, cid):
-                return 0, True
+                return [], True, ()
 
             def known(uids: list[str]) -> set[str]:
                 cur.execute("SELECT uid FROM seen WHERE alarm_id = %s AND uid = ANY(%s::text[])", (cid, uids))
@@ -204,13 +205,14 @@ class PostgresStateStore:
                     "INSERT INTO seen (alarm_id, uid) SELECT %s, u FROM unnest(%s::text[]) AS u ON CONFLICT DO NOTHING",
                     (cid, plan.seen),
                 )
-            inserted, rows = 0, plan.rows
+            inserted: list[str] = []
+            rows = plan.rows
             if rows:
                 cur.execute(
-                    "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at, enqueued_by) "
-                    "SELECT k, u, %s, p, %s, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
-                    "WITH ORDINALITY AS t(k, u, p, n) ORDER BY n "
-                    "ON CONFLICT (kind, uid) DO NOTHING",
+                    "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at, enqueued_by, destination) "
+                    "SELECT k, u, %s, p, %s, %s, d FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+                    "WITH ORDINALITY AS t(k, u, p, d, n) ORDER BY n "
+                    "ON CONFLICT (destination, kind, uid) DO NOTHING RETURNING destination",
                     (
                         cid,
                         commit.now,
@@ -218,9 +220,10 @@ class PostgresStateStore:
                         [r.kind for r in rows],
                         [r.uid for r in rows],
                         [r.payload for r in rows],
+                        [r.destination for r in rows],
                     ),
                 )
-                inserted = max(0, cur.rowcount)
+                inserted = [r["destination"] for r in cur.fetchall()]
             if commit.span_events:
                 events = commit.span_events
                 cur.execute(
@@ -242,14 +245,13 @@ class PostgresStateStore:
                     ("lease_owner = NULL", "lease_until = NULL", "lease_token = NULL"),
                 )
             )
-            return inserted, False
+            return inserted, False, plan.overflowed
 
         outcome = self._db.run("commit_poll", apply)
         if outcome is None:
             return CommitResult(inserted=0, overflow=True)
-        inserted, stolen = outcome
-        with self._mu:
-            self._depth += inserted
+        inserted, stolen, overflowed = outcome
+        self._moved(inserted, +1)
         self._replica.polled(cid, counted=not stolen)
         if stolen:
             log.warning(
@@ -257,7 +259,7 @@ class PostgresStateStore:
                 "(the new holder reads the same records from BlueKing)",
                 cid,
             )
-        return CommitResult(inserted=inserted)
+        return CommitResult(inserted=len(inserted), overflowed=overflowed)
 
     def span_events(self, alarm_id: str) -> list[StoredSpanEvent]:
         def query(cur: Cursor) -> list[StoredSpanEvent]:
@@ -282,18 +284,24 @@ class PostgresStateStore:
         return self._db.run("prune", delete)
 
     # -- outbox -------------------------------------------------------------------------------------
-    def _count_queued(self, cur: Cursor) -> int:
-        cur.execute(POSTGRES.count_queued)
-        row = cur.fetchone()
-        return int(row["n"]) if row else 0
+    def _count_queued(self, cur: Cursor) -> dict[str, int]:
+        cur.execute(POSTGRES.count_by_destination)
+        return {r["destination"]: int(r["n"]) for r in cur.fetchall()}
 
-    def _refresh_depth(self) -> int:
+    def _moved(self, destinations: Sequence[object], sign: int) -> None:
+        """Committed rows of these destinations joined (+1) or left (-1) the queue: the cached depths."""
+        with self._mu:
+            for destination in destinations:
+                key = str(destination)
+                self._depth[key] = self._depth.get(key, 0) + sign
+
+    def _refresh_depth(self) -> dict[str, int]:
         depth = self._db.run("outbox depth", self._count_queued)
         with self._mu:
             self._depth, self._depth_at = depth, time.monotonic()
         return depth
 
-    def _queued_depth(self) -> int:
+    def _queued_depth(self) -> dict[str, int]:
         """The outbox depth for the cap: cached, recounted at most every ``depth_refresh`` seconds
         (by one thread; the others use the cached value meanwhile)."""
         with self._mu:
@@ -306,9 +314,10 @@ class PostgresStateStore:
             with self._mu:
                 self._depth_counting = False
 
-    def claim_outbox(self, kind: str, limit: int) -> list[OutboxItem]:
-        """Lease the oldest queued (not parked) rows of ``kind`` that no other live replica holds."""
-        return [outbox_item(r) for r in self._replica.claim_outbox(kind, limit)]
+    def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[OutboxItem]:
+        """Lease the oldest queued (not parked) rows of ``kind`` for ``destination`` that no other
+        live replica holds."""
+        return [outbox_item(r) for r in self._replica.claim_outbox(kind, limit, destination)]
 
     def ack(self, seqs: Sequence[int]) -> None:
         """Delete delivered rows still held under our claim's token. A row another replica claimed
@@ -316,12 +325,9 @@ class PostgresStateStore:
         rather than lose track of what it holds."""
         if not seqs:
             return
-        deleted = self._db.run(
-            "ack", lambda cur: self._replica.outbox_fenced(cur, "DELETE FROM outbox o WHERE", seqs, {})
-        )
-        self._replica.let_go(seqs, acked=deleted)
-        with self._mu:
-            self._depth -= deleted
+        gone = self._db.run("ack", lambda cur: self._replica.outbox_fenced(cur, "DELETE FROM outbox o WHERE", seqs, {}))
+        self._replica.let_go(seqs, acked=len(gone))
+        self._moved([r["destination"] for r in gone if r["parked_at"] is None], -1)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Count a failed attempt; the rows stay queued, and our lease on them ends."""
@@ -332,19 +338,19 @@ class PostgresStateStore:
         if not seqs:
             return
 
-        def update(cur: Cursor) -> int:
-            return self._replica.outbox_fenced(
+        def update(cur: Cursor) -> list[str]:
+            rows = self._replica.outbox_fenced(
                 cur,
                 "UPDATE outbox o SET parked_at = %(now)s, park_reason = %(reason)s, attempts = attempts + 1, "
                 "lease_owner = NULL, lease_until = NULL WHERE o.parked_at IS NULL AND",
                 seqs,
                 {"now": now, "reason": reason},
             )
+            return [r["destination"] for r in rows]
 
         parked = self._db.run("park", update)
         self._replica.let_go(seqs)
-        with self._mu:
-            self._depth -= parked
+        self._moved(parked, -1)
 
     def outbox_stats(self) -> OutboxStats:
         def query(cur: Cursor) -> OutboxStats:
@@ -358,6 +364,8 @@ class PostgresStateStore:
             )
             row = cur.fetchone()
             assert row is not None
+            cur.execute(POSTGRES.destination_stats)
+            destinations = destination_stats(cur.fetchall())
             by_kind, parked_by_kind = _counts(row["by_kind"]), _counts(row["parked_by_kind"])
             return OutboxStats(
                 depth=sum(by_kind.values()),
@@ -365,30 +373,33 @@ class PostgresStateStore:
                 oldest_enqueued_at=row["oldest"],
                 by_kind=by_kind,
                 parked_by_kind=parked_by_kind,
+                by_destination=destinations,
             )
 
         return self._db.run("outbox_stats", query)
 
-    def requeue(self, *, signal: str | None = None, parked_before: float | None = None) -> int:
-        def update(cur: Cursor) -> int:
-            cur.execute(*POSTGRES.requeue(signal=signal, parked_before=parked_before))
-            return max(0, cur.rowcount)
+    def requeue(
+        self, *, signal: str | None = None, parked_before: float | None = None, destination: str | None = None
+    ) -> int:
+        def update(cur: Cursor) -> list[str]:
+            sql, params = POSTGRES.requeue(signal=signal, parked_before=parked_before, destination=destination)
+            cur.execute(sql + " RETURNING destination", params)
+            return [r["destination"] for r in cur.fetchall()]
 
         moved = self._db.run("requeue", update)
-        with self._mu:  # committed
-            self._depth += moved
-        return moved
+        self._moved(moved, +1)  # committed
+        return len(moved)
 
     def purge(self, signal: str, *, parked: bool = False) -> int:
-        def delete(cur: Cursor) -> int:
-            cur.execute(*POSTGRES.delete_rows(parked=parked, signal=signal))
-            return max(0, cur.rowcount)
+        def delete(cur: Cursor) -> list[str]:
+            sql, params = POSTGRES.delete_rows(parked=parked, signal=signal)
+            cur.execute(sql + " RETURNING destination", params)
+            return [r["destination"] for r in cur.fetchall()]
 
         deleted = self._db.run("purge", delete)
         if not parked:
-            with self._mu:  # committed
-                self._depth -= deleted
-        return deleted
+            self._moved(deleted, -1)  # committed
+        return len(deleted)
 
     def prune_parked(self, parked_before: float) -> int:
         def delete(cur: Cursor) -> int:
