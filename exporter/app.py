@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.config import Config
+from exporter.destinations import Delivery, all_signals, build_destination_sinks, routes
 from exporter.mapping.base import GuardedMapper, Mapper, guarded
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext
 from exporter.pipeline.discovery import Discoverer, DiscoveryReport, DiscoverySettings
 from exporter.pipeline.poller import CycleReport, Poller, PollSettings
-from exporter.pipeline.sender import DrainReport, Sender, SenderSettings
+from exporter.pipeline.sender import DrainReport, Sender
 from exporter.plugins import PluginContext, create_plugin
 from exporter.sinks.base import Sink
 from exporter.sources.base import Source
@@ -86,16 +87,6 @@ def _built(sink: Sink | None) -> Sink:
     return sink
 
 
-def _sender_settings(config: Config) -> SenderSettings:
-    return SenderSettings(
-        signals=tuple(config.export.signals),
-        batch_size=config.export.batch_size,
-        max_batch_bytes=config.export.max_batch_bytes,
-        initial_backoff=config.export.retry.initial_backoff,
-        max_backoff=config.export.retry.max_backoff,
-    )
-
-
 @dataclass
 class OnceReport:
     cycle: CycleReport
@@ -147,15 +138,26 @@ class App:
             self.instance_id = instance_id(config, self.store)
             self.source, self.mapper, built = self._build_plugins(config, with_sink=sink is None)
             self.sink: Sink = sink if sink is not None else _built(built)
+            others = build_destination_sinks(config, self._context(config))
         except BaseException:
             self.store.close()
             raise
         self._own_sink = sink is None
         self.poller = self._build_poller(config)
         self.discoverer = self._build_discoverer(config)
-        settings = _sender_settings(config)
-        self.sender = Sender(self.store, self.sink, self.metrics, settings, clock=self.clock, stop=self.stop)
+        self.delivery = Delivery(self.store, self.metrics, clock=self.clock, stop=self.stop)
+        self.delivery.configure(config, {"default": self.sink, **others})
         self.warn_stranded()
+
+    @property
+    def sender(self) -> Sender:
+        """The sender of ``export:`` (the ``default`` destination)."""
+        return self.delivery.senders["default"]
+
+    @property
+    def senders(self) -> dict[str, Sender]:
+        """Every destination's sender, by name."""
+        return self.delivery.senders
 
     def _context(self, config: Config) -> PluginContext:
         return PluginContext(config, metrics=self.metrics, instance_id=self.instance_id, clock=self.clock)
@@ -174,7 +176,7 @@ class App:
     def _build_poller(self, config: Config) -> Poller:
         from exporter.pipeline.spans import SpanPlanner
 
-        signals = config.export.signals
+        signals = all_signals(config)
         return Poller(
             self.source,
             self.store,
@@ -184,8 +186,9 @@ class App:
                 retire_after=config.poll.retire_after,
                 jitter=config.poll.jitter,
                 max_concurrency=config.bkmonitor.max_concurrency,
-                signals=frozenset(config.export.signals),
+                signals=signals,
                 full_reread_interval=config.poll.full_reread_interval if config.alarms.recent.enabled else 0.0,
+                routes=routes(config),
             ),
             mapper=self.mapper,
             spans=SpanPlanner(self.store, event=self.mapper.map_span_event) if "spans" in signals else None,
@@ -214,6 +217,13 @@ class App:
         """Apply a reloaded config: new source, mapper, sink and settings; the store and its queue
         stay. When a plugin cannot be created, nothing changes and the error is raised."""
         source, mapper, sink = self._build_plugins(config, with_sink=self._own_sink)
+        try:
+            others = build_destination_sinks(config, self._context(config))
+        except BaseException:
+            source.close()
+            if sink is not None:
+                sink.shutdown()
+            raise
         if (config.state.path, config.state.url) != (self.config.state.path, self.config.state.url):
             log.warning("state.* changed: takes effect after a restart, not on reload")
         old_source = self.source
@@ -221,10 +231,10 @@ class App:
         self.source, self.mapper = source, mapper
         self.poller = self._build_poller(config)
         self.discoverer = self._build_discoverer(config)
-        self.sender.settings = _sender_settings(config)
         if sink is not None:
             self.sink = sink
-            self.sender.replace_sink(self.sink).shutdown()
+        for unused in self.delivery.configure(config, {"default": self.sink, **others}):
+            unused.shutdown()
         old_source.close()
         self.sync_configured_alarms()
         self.warn_stranded()
@@ -232,8 +242,19 @@ class App:
     def warn_stranded(self) -> dict[str, int]:
         """Warn about queued rows of a signal that ``export.signals`` no longer lists: they are
         never sent and count toward the cap. Returns them, per signal."""
-        exported = set(self.config.export.signals)
-        stranded = {k: n for k, n in sorted(self.store.outbox_stats().by_kind.items()) if k not in exported}
+        exported = all_signals(self.config)
+        stats = self.store.outbox_stats()
+        names = {route.name for route in routes(self.config)}
+        for name, (queued, parked, _) in sorted(stats.by_destination.items()):
+            if name not in names and queued + parked:
+                log.warning(
+                    "outbox: %d queued and %d parked records are for destination %s, which is not configured: "
+                    "they are never sent and count toward state.max_queued_records",
+                    queued,
+                    parked,
+                    name,
+                )
+        stranded = {k: n for k, n in sorted(stats.by_kind.items()) if k not in exported}
         for signal, count in stranded.items():
             log.warning(
                 "outbox: %d queued %s records are stranded: %s is not in export.signals, so they are never "
@@ -300,7 +321,8 @@ class App:
         stats = self.store.outbox_stats()
         if not exported_only:
             return stats.depth
-        return sum(n for kind, n in stats.by_kind.items() if kind in self.config.export.signals)
+        exported = all_signals(self.config)
+        return sum(n for kind, n in stats.by_kind.items() if kind in exported)
 
     def set_running(self, running: bool) -> None:
         """Report whether the daemon's scheduler is running (``/readyz``)."""
@@ -322,7 +344,7 @@ class App:
         return report
 
     def send(self, *, force: bool = False, deadline: float | None = None) -> DrainReport:
-        report = self.sender.drain(force=force, deadline=deadline)
+        report = self.delivery.drain(force=force, deadline=deadline)
         if report.exported:  # signals are delivered independently: one that fails does not undo the other
             self.store.set_meta("last_export_ok", str(self.clock()))
         return report
@@ -370,7 +392,9 @@ class App:
 
     def close(self) -> None:
         self.stop.set()
-        for closer in (self.source.close, self.sink.shutdown, self.store.close):
+        closers = [self.source.close, self.delivery.close]
+        closers += [sender.sink.shutdown for sender in self.delivery.senders.values()]
+        for closer in (*closers, self.store.close):
             try:
                 closer()
             except Exception:  # pragma: no cover - best effort on the way out

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     requeue.add_argument("--signal", metavar="S", help="only the records of this signal (logs or spans)")
     requeue.add_argument("--older-than", metavar="DURATION", help="only records parked longer ago than this, e.g. 1h")
+    requeue.add_argument(
+        "--destination", metavar="NAME", help="only the records of this destination (default: export:'s)"
+    )
     purge = with_config(sub.add_parser("purge", help="delete the queued (or parked) records of one signal"))
     purge.add_argument("--signal", metavar="S", required=True, help="the signal whose records go (logs or spans)")
     purge.add_argument("--parked", action="store_true", help="delete its parked records instead of its queued ones")
@@ -265,6 +268,13 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if args.signal is not None and _bad_signal(args.signal):
         return EXIT_CONFIG
+    if args.destination is not None:
+        known = ["default", *(d.name for d in config.destinations)]
+        if args.destination not in known:
+            print(
+                f"--destination: unknown destination {args.destination!r}; known: {', '.join(known)}", file=sys.stderr
+            )
+            return EXIT_CONFIG
     parked_before: float | None = None
     if args.older_than:
         import time
@@ -277,10 +287,12 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
             print(f"--older-than: {exc}", file=sys.stderr)
             return EXIT_CONFIG
 
+    from exporter.destinations import all_signals
+
     def act(store: StateStore) -> tuple[int, dict[str, int]]:
-        moved = store.requeue(signal=args.signal, parked_before=parked_before)
+        moved = store.requeue(signal=args.signal, parked_before=parked_before, destination=args.destination)
         queued = store.outbox_stats().by_kind
-        return moved, {k: n for k, n in sorted(queued.items()) if k not in config.export.signals}
+        return moved, {k: n for k, n in sorted(queued.items()) if k not in all_signals(config)}
 
     done = _with_store(config, act)
     if done is None:

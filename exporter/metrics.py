@@ -31,6 +31,12 @@ Metrics (``/metrics``, Prometheus text format; type in brackets)::
     bk_otel_outbox_capacity                           [gauge] state.max_queued_records (the cap)
     bk_otel_outbox_oldest_age_seconds                 [gauge] age of the oldest waiting record
     bk_otel_outbox_parked                             [gauge] records currently parked
+    bk_otel_records_filtered_total{destination}       [counter] records a destination's filter left out
+    bk_otel_destination_queued{destination}           [gauge] records waiting for that destination
+    bk_otel_destination_parked{destination}           [gauge] records parked for that destination
+    bk_otel_destination_oldest_age_seconds{destination} [gauge] age of its oldest waiting record
+    bk_otel_destination_in_outage{destination}        [gauge] 1 while its exports fail
+    bk_otel_destination_last_success_timestamp_seconds{destination} [gauge] Unix time; 0 = never
     bk_otel_alarms_followed                           [gauge] alarms whose event log is read
     bk_otel_last_successful_poll_timestamp_seconds    [gauge] Unix time; 0 = never
     bk_otel_last_successful_export_timestamp_seconds  [gauge] Unix time; 0 = never
@@ -120,6 +126,12 @@ METRIC_NAMES: tuple[str, ...] = (
     "bk_otel_outbox_capacity",
     "bk_otel_outbox_oldest_age_seconds",
     "bk_otel_outbox_parked",
+    "bk_otel_records_filtered_total",
+    "bk_otel_destination_queued",
+    "bk_otel_destination_parked",
+    "bk_otel_destination_oldest_age_seconds",
+    "bk_otel_destination_in_outage",
+    "bk_otel_destination_last_success_timestamp_seconds",
     "bk_otel_alarms_followed",
     "bk_otel_last_successful_poll_timestamp_seconds",
     "bk_otel_last_successful_export_timestamp_seconds",
@@ -267,6 +279,30 @@ class Metrics:
             "bk_otel_outbox_oldest_age_seconds", "Age of the oldest waiting record; 0 when empty.", registry=r
         )
         self._outbox_parked_g = Gauge("bk_otel_outbox_parked", "Records currently parked.", registry=r)
+        self._filtered = Counter(
+            "bk_otel_records_filtered",
+            "Records a destination's filter left out (never queued for it).",
+            ["destination"],
+            registry=r,
+        )
+        per = ["destination"]
+        self._dest_queued = Gauge("bk_otel_destination_queued", "Records waiting for a destination.", per, registry=r)
+        self._dest_parked = Gauge("bk_otel_destination_parked", "Records parked for a destination.", per, registry=r)
+        self._dest_age = Gauge(
+            "bk_otel_destination_oldest_age_seconds", "Age of a destination's oldest waiting record.", per, registry=r
+        )
+        self._dest_outage = Gauge(
+            "bk_otel_destination_in_outage", "1 while a destination's exports fail.", per, registry=r
+        )
+        self._dest_last_ok = Gauge(
+            "bk_otel_destination_last_success_timestamp_seconds",
+            "Unix time of a destination's last acknowledged export; 0 = never.",
+            per,
+            registry=r,
+        )
+        for family in (self._filtered, self._dest_queued, self._dest_parked, self._dest_age, self._dest_outage):
+            family.labels(destination="default")
+        self._dest_last_ok.labels(destination="default")
         self._alarms_followed = Gauge("bk_otel_alarms_followed", "Alarms whose event log is being read.", registry=r)
         self._last_poll_g = Gauge(
             "bk_otel_last_successful_poll_timestamp_seconds",
@@ -398,6 +434,24 @@ class Metrics:
             elif not depth:
                 self._outbox_nonempty_since = None
             self._outbox_depth = depth
+
+    def records_filtered(self, destination: str, n: int) -> None:
+        """``n`` records were left out of ``destination`` by its filter."""
+        if n > 0:
+            self._filtered.labels(destination=destination).inc(n)
+
+    def set_destination(
+        self, destination: str, *, queued: int, parked: int, oldest_age_seconds: float, in_outage: bool
+    ) -> None:
+        """One destination's backlog as it is now."""
+        self._dest_queued.labels(destination=destination).set(max(0, queued))
+        self._dest_parked.labels(destination=destination).set(max(0, parked))
+        self._dest_age.labels(destination=destination).set(max(0.0, oldest_age_seconds) if queued else 0.0)
+        self._dest_outage.labels(destination=destination).set(int(in_outage))
+
+    def destination_success(self, destination: str) -> None:
+        """``destination`` acknowledged an export now."""
+        self._dest_last_ok.labels(destination=destination).set(self._clock())
 
     def set_alarms_followed(self, n: int) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import Config
+from exporter.destinations import all_signals
 from exporter.state import open_store
 
 __all__ = ["Verdict", "collect_status", "judge_status", "render_status"]
@@ -61,10 +62,18 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
                 "by_signal": stats.by_kind,
                 "parked_by_signal": stats.parked_by_kind,
                 # queued rows of a signal export.signals no longer lists: never sent (purge them)
-                "stranded": {k: n for k, n in stats.by_kind.items() if k not in config.export.signals},
+                "stranded": {k: n for k, n in stats.by_kind.items() if k not in all_signals(config)},
                 "oldest_age_seconds": None
                 if stats.oldest_enqueued_at is None
                 else round(now - stats.oldest_enqueued_at, 1),
+            },
+            "destinations": {
+                name: {
+                    "queued": queued,
+                    "parked": parked,
+                    "oldest_age_seconds": None if oldest is None else round(now - oldest, 1),
+                }
+                for name, (queued, parked, oldest) in sorted(_with_configured(stats.by_destination, config).items())
             },
             "last_successful_poll": _when(store.get_meta("last_poll_ok")),
             "last_successful_export": _when(store.get_meta("last_export_ok")),
@@ -75,6 +84,14 @@ def collect_status(config: Config, *, now: float | None = None) -> dict[str, Any
         return result
     finally:
         store.close()
+
+
+def _with_configured(
+    found: dict[str, tuple[int, int, float | None]], config: Config
+) -> dict[str, tuple[int, int, float | None]]:
+    """Every configured destination (an empty backlog too) and any other the outbox holds rows of."""
+    names = ["default", *(d.name for d in config.destinations)]
+    return {name: (0, 0, None) for name in names} | dict(found)
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -104,6 +121,13 @@ def render_status(status: dict[str, Any], *, now: float | None = None) -> str:
             f"records stranded:       {count} {signal} ({signal} is not in export.signals: never sent; "
             f"add it back, or: bk-otel-exporter purge --signal {signal})"
         )
+    destinations = status.get("destinations") or {}
+    if len(destinations) > 1:
+        lines.append("")
+        lines.append(f"{'destination':<20} {'queued':>8} {'parked':>8}  oldest queued")
+        for name, d in destinations.items():
+            oldest = "-" if d["oldest_age_seconds"] is None else f"{d['oldest_age_seconds']:.0f}s"
+            lines.append(f"{name:<20} {d['queued']:>8} {d['parked']:>8}  {oldest}")
     if status.get("replicas") is not None:
         lines.extend(_render_replicas(status["replicas"], now))
     if alarms["list"]:

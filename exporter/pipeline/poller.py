@@ -28,13 +28,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from exporter.config.destinations import DEFAULT_DESTINATION, FilterConfig
 from exporter.errors import BkApiError, BkAuthError, BkNotFoundError, PluginError, StateError
 from exporter.logsetup import RateLimitedLogger
 from exporter.mapping.base import Mapper, guarded
 from exporter.model import AlarmContext, FlowRecord
+from exporter.pipeline.filters import Route, targets
 from exporter.pipeline.lifecycle import escalated, next_poll_time, plan_poll
 from exporter.sources.base import FetchResult, Malformed, Source
 from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StateStore
@@ -48,6 +50,7 @@ class PollMetrics(Protocol):
     def records_fetched(self, n: int) -> None: ...
     def records_enqueued(self, n: int) -> None: ...
     def records_skipped(self, n: int, reason: str) -> None: ...
+    def records_filtered(self, destination: str, n: int) -> None: ...
     def poll_cycle(self, *, ok: bool, alarms_polled: int, seconds: float) -> None: ...
     def auth_failure(self, message: str | None) -> None: ...
 
@@ -75,6 +78,11 @@ class PollSettings:
     #: with discovery: how often an unchanged, open, discovered alarm is re-read anyway (0 = every
     #: interval); discovery makes it due sooner when search_alert shows a change.
     full_reread_interval: float = 0.0
+    #: the destinations (``export:`` is ``default``); empty = ``default`` alone, taking ``signals``
+    routes: tuple[Route, ...] = ()
+
+    def destinations(self) -> tuple[Route, ...]:
+        return self.routes or (Route(DEFAULT_DESTINATION, self.signals, FilterConfig()),)
 
 
 @dataclass
@@ -273,12 +281,18 @@ class Poller:
         with_trace = "spans" in self.settings.signals
         commit = PollCommit(alarm.alarm_id, now, seen=[r.uid for r in new], full_read=True)
         ctx = alarm.context if parsed.context is None else parsed.context
-        queued = []
+        routes = self.settings.destinations()
+        filtered: dict[str, int] = {}
+        queued: list[QueuedRecord] = []
         for r in new:
             ctx = escalated(ctx, r)
             if "logs" in self.settings.signals:
-                event = self.mapper.map_log(r, ctx, with_trace=with_trace)
-                queued.append(QueuedRecord("logs", r.uid, event.to_json()))
+                taking, left = targets(routes, "logs", ctx, r.operate)
+                for name in left:
+                    filtered[name] = filtered.get(name, 0) + 1
+                if taking:
+                    payload = self.mapper.map_log(r, ctx, with_trace=with_trace).to_json()
+                    queued.extend(QueuedRecord("logs", r.uid, payload, name) for name in taking)
         commit.queued = queued
         if ctx != alarm.context:
             commit.context = ctx
@@ -297,6 +311,7 @@ class Poller:
         )
         if self.spans is not None:
             self.spans.on_poll(alarm, ctx, new, commit, plan.retiring)
+            commit.extra_queued = self._fan_out(routes, ctx, commit.extra_queued, filtered)
         commit.phase, commit.terminal_at, commit.next_poll = plan.phase, plan.terminal_at, plan.next_poll
         result = self.store.commit_poll(commit)
         if result.overflow:
@@ -304,6 +319,10 @@ class Poller:
             self.store.commit_poll(PollCommit(alarm.alarm_id, now, next_poll=plan.next_poll))
             return _AlarmOutcome(overflow=len(new), malformed=malformed)
         self.metrics.records_enqueued(result.inserted)
+        for name, n in filtered.items():
+            self.metrics.records_filtered(name, n)
+        if result.overflowed:
+            self._report_overflow(alarm.alarm_id, len(new), result.overflowed)
         if plan.retiring:
             log.info(
                 "alarm %s retired: over since %s, no more reads",
@@ -326,11 +345,38 @@ class Poller:
             self.metrics.records_skipped(fresh, "malformed")
         return fresh
 
-    def _report_overflow(self, alarm_id: str, n: int) -> None:
+    @staticmethod
+    def _fan_out(
+        routes: Sequence[Route], ctx: AlarmContext, rows: Sequence[QueuedRecord], filtered: dict[str, int]
+    ) -> list[QueuedRecord]:
+        """The span rows the span planner queued (for ``default``), one per destination taking them."""
+        out: list[QueuedRecord] = []
+        for row in rows:
+            if row.kind != "spans":
+                out.append(row)
+                continue
+            taking, left = targets(routes, "spans", ctx, None)
+            for name in left:
+                filtered[name] = filtered.get(name, 0) + 1
+            out.extend(replace(row, destination=name) for name in taking)
+        return out
+
+    def _report_overflow(self, alarm_id: str, n: int, destinations: Sequence[str] = ()) -> None:
         self.metrics.records_skipped(n, "overflow")
         now = self.clock()
         if now - self._overflow_logged_at >= 60.0:
             self._overflow_logged_at = now
+            if destinations:
+                log.error(
+                    "outbox full for destination(s) %s (state.max_queued_records=%d each): %d new records of "
+                    "alarm %s were not queued for them (counted in bk_otel_records_skipped_total); the other "
+                    "destinations got them",
+                    ", ".join(destinations),
+                    self.store.max_queued,
+                    n,
+                    alarm_id,
+                )
+                return
             log.error(
                 "outbox full (state.max_queued_records=%d): %d new records of alarm %s left in BlueKing "
                 "to be read again once the backend drains the queue",

@@ -50,6 +50,10 @@ class SendMetrics(Protocol):
     def set_outbox(
         self, *, depth: int, oldest_age_seconds: float, parked: int, sendable: int | None = None
     ) -> None: ...
+    def set_destination(
+        self, destination: str, *, queued: int, parked: int, oldest_age_seconds: float, in_outage: bool
+    ) -> None: ...
+    def destination_success(self, destination: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,7 @@ class Sender:
             self.store.ack([i.seq for i in items])
             report.exported += len(items)
             self.metrics.records_exported(len(items), signal)
+            self.metrics.destination_success(self.destination)
             if result.rejected or result.detail:
                 self._partly_refused(signal, sink, result, report)
             self._recovered(signal, sink)
@@ -291,7 +296,7 @@ class Sender:
                 item.payload.uid,
                 item.payload.alarm_id,
                 "too large to be accepted even alone" if too_large else "rejected",
-                sink.name,
+                self._who(sink),
                 result.detail,
             )
             return True
@@ -318,14 +323,14 @@ class Sender:
             log.warning(
                 "%s accepted a %s batch but refused %d of its records%s: %s (counted in "
                 "bk_otel_records_refused_total; not resent)",
-                sink.name,
+                self._who(sink),
                 signal,
                 refused,
                 "" if first else f" (summed over the last {self.settings.report_every:.0f}s)",
                 message,
             )
         else:
-            log.warning("%s accepted a %s batch with a warning: %s", sink.name, signal, message)
+            log.warning("%s accepted a %s batch with a warning: %s", self._who(sink), signal, message)
 
     # -- outage bookkeeping -------------------------------------------------------------------------
     def _failed(self, signal: str, sink: Sink, result: ExportResult) -> None:
@@ -343,7 +348,7 @@ class Sender:
             state.last_report = now
             log.warning(
                 "%s: export of %s failed (%s); %d %s stay queued, retrying in %.1fs",
-                sink.name,
+                self._who(sink),
                 signal,
                 result.detail,
                 self._queued(signal),
@@ -354,7 +359,7 @@ class Sender:
             state.last_report = now
             log.warning(
                 "%s: %s still failing for %.0fs (%s, %d attempts); %d %s queued",
-                sink.name,
+                self._who(sink),
                 signal,
                 now - state.outage_since,
                 result.detail,
@@ -363,8 +368,14 @@ class Sender:
                 signal,
             )
 
+    def _who(self, sink: Sink) -> str:
+        """The sink as log lines name it: with its destination, unless it is ``export:``'s."""
+        return sink.name if self.destination == "default" else f"destination {self.destination} ({sink.name})"
+
     def _queued(self, signal: str) -> int:
         stats = self.store.outbox_stats()
+        if self.destination != "default" and stats.by_destination:
+            return stats.by_destination.get(self.destination, (0, 0, None))[0]
         return stats.by_kind.get(signal, 0) if stats.by_kind else stats.depth
 
     def _recovered(self, signal: str, sink: Sink) -> None:
@@ -372,7 +383,7 @@ class Sender:
         if state.outage_since is not None:
             log.info(
                 "%s: export works again for %s after %.0fs and %d failed attempts",
-                sink.name,
+                self._who(sink),
                 signal,
                 self.clock() - state.outage_since,
                 state.failures,
@@ -383,6 +394,11 @@ class Sender:
 
     def _publish_outbox(self) -> None:
         stats = self.store.outbox_stats()
+        queued, parked, oldest = stats.by_destination.get(self.destination, (0, 0, None))
+        since = 0.0 if oldest is None else max(0.0, self.clock() - oldest)
+        self.metrics.set_destination(
+            self.destination, queued=queued, parked=parked, oldest_age_seconds=since, in_outage=self.in_outage
+        )
         age = 0.0 if stats.oldest_enqueued_at is None else max(0.0, self.clock() - stats.oldest_enqueued_at)
         sendable = sum(stats.by_kind.get(signal, 0) for signal in self.settings.signals)
         self.metrics.set_outbox(depth=stats.depth, oldest_age_seconds=age, parked=stats.parked, sendable=sendable)
