@@ -1,0 +1,222 @@
+"""Destinations end to end: simulator -> ``bk-otel-exporter run`` -> several real receivers at once.
+
+* ``default`` (``export:``) goes through rotel to one receiver; ``audit`` (a destination) through
+  a second rotel to another; ``chatops`` (filtered: CREATE only) straight to a third receiver.
+* The second rotel goes down for about 10 s while new records arrive: the default destination
+  receives all of them meanwhile, ``audit`` its backlog once rotel is back; each exactly once.
+* The filtered destination receives exactly the CREATE records, nothing else.
+* The daemon is SIGKILLed while records keep coming, then started again: no destination loses
+  a record, and the duplicates are only those of the crash window (a batch in flight), per
+  destination.
+* Logs and spans to different endpoints (``export.spans``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.simulator import SimAlarm, Simulator
+from tests.support.daemon import Daemon, exporter_config, run_cli, write_config
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.rotel import Rotel, RotelCollector
+from tests.support.secrets import APP_SECRET
+from tests.support.sim import T0, expected_uids
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+ENV = {"TEST_BK_SECRET": APP_SECRET}
+BATCH = 8
+ALARM = "17180000005819837"
+
+
+def uids(receiver: OtlpReceiver) -> list[str]:
+    return [r["attributes"]["log.record.uid"] for r in receiver.logs()]
+
+
+def exactly_once(receiver: OtlpReceiver, want: set[str], *, allowed_duplicates: int = 0) -> int:
+    """Every uid of ``want`` at ``receiver``, nothing else, at most ``allowed_duplicates`` twice."""
+    counts = Counter(uids(receiver))
+    assert want - counts.keys() == set(), f"{len(want - counts.keys())} records lost"
+    assert counts.keys() - want == set(), f"{len(counts.keys() - want)} records that should not be there"
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= allowed_duplicates, f"{duplicates} duplicates (allowed {allowed_duplicates})"
+    return duplicates
+
+
+def arrived(receiver: OtlpReceiver, want: set[str], timeout: float, what: str) -> None:
+    wait_until(
+        lambda: want <= set(uids(receiver)),
+        timeout,
+        lambda: f"{what}: {len(want - set(uids(receiver)))} of {len(want)} records missing",
+        every=0.1,
+    )
+
+
+class Story:
+    """Alarms whose records only grow: a CREATE each, then ACTION notes at times of their own."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.alarms: list[SimAlarm] = []
+        self.n = 0
+
+    def add(self, count: int, notes: int) -> None:
+        for i in range(count):
+            alarm = self.sim.add_alarm(name=f"alarm {i}", severity=1 + i % 3, begin_time=T0, create_time=T0)
+            self.alarms.append(alarm)
+        self.notes(notes)
+
+    def notes(self, count: int) -> None:
+        for _ in range(count):
+            self.n += 1
+            self.alarms[self.n % len(self.alarms)].log("ACTION", f"note #{self.n}", at=T0 + self.n)
+
+    def all(self) -> set[str]:
+        return expected_uids(self.sim, self.alarms)
+
+    def creates(self) -> set[str]:
+        return expected_uids(self.sim, self.alarms, lambda raw: raw["operate"] == "CREATE")
+
+
+def status(path: Path) -> dict[str, Any]:
+    done = run_cli(["status", "--json", "--config", str(path)], env=ENV)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_three_destinations_one_down_one_filtered_and_a_sigkill(
+    sim: Simulator, rotel_collector: RotelCollector, tmp_path: Path
+) -> None:
+    rotel, default_rx = rotel_collector
+    with OtlpReceiver() as audit_rx, OtlpReceiver() as chat_rx:
+        audit_rotel = Rotel(receiver=audit_rx).start()
+        try:
+            story = Story(sim)
+            story.add(6, notes=18)
+            state = tmp_path / "s.db"
+            otlp = {"protocol": "grpc", "timeout": "2s", "batch_size": BATCH}
+            config = exporter_config(
+                sim,
+                state,
+                [a.id for a in story.alarms],
+                export={
+                    "endpoint": rotel.grpc_endpoint,
+                    **otlp,
+                    "retry": {"initial_backoff": "200ms", "max_backoff": "1s"},
+                },
+                destinations=[
+                    {"name": "audit", "sink": "otlp", "options": {"endpoint": audit_rotel.grpc_endpoint, **otlp}},
+                    {
+                        "name": "chatops",
+                        "sink": "otlp",
+                        "options": {"endpoint": chat_rx.grpc_endpoint, **otlp},
+                        "filter": {"operates": ["CREATE"]},
+                    },
+                ],
+            )
+            path = write_config(tmp_path / "c.yaml", config)
+            daemon = Daemon(path, env=ENV).start()
+            try:
+                first = story.all()
+                assert len(first) == 24
+                arrived(default_rx, first, 30, "default")
+                arrived(audit_rx, first, 30, "audit")
+                arrived(chat_rx, story.creates(), 30, "chatops")
+
+                # audit's collector goes down; new records keep coming
+                audit_rotel.stop()
+                down_at = time.monotonic()
+                story.notes(16)
+                during = story.all()
+                arrived(default_rx, during, 8, "default while audit is down")  # on time, not held
+                assert not (during - first) & set(uids(audit_rx))
+                wait_until(
+                    lambda: status(path)["destinations"]["audit"]["queued"] == 16,
+                    10,
+                    "audit's backlog of 16 records in status",
+                )
+                assert status(path)["destinations"]["default"]["queued"] == 0
+                time.sleep(max(0.0, 10.0 - (time.monotonic() - down_at)))
+                audit_rotel.restart()
+                arrived(audit_rx, during, 30, "audit after its outage")
+                time.sleep(1.0)  # late duplicates, if any
+                for rx in (default_rx, audit_rx):
+                    exactly_once(rx, during)
+                exactly_once(chat_rx, story.creates())
+                assert "destination audit (otlp-grpc): export of logs failed" in daemon.output()
+
+                # SIGKILL while records are being polled and sent; then a new process
+                story.notes(12)
+                time.sleep(0.6)
+                daemon.signal(signal.SIGKILL)
+                assert daemon.wait(10) == -signal.SIGKILL
+                story.notes(6)
+            finally:
+                daemon.stop(20)
+            daemon = Daemon(path, env=ENV).start()
+            try:
+                want = story.all()
+                for rx, what in ((default_rx, "default"), (audit_rx, "audit")):
+                    arrived(rx, want, 30, f"{what} after the restart")
+                arrived(chat_rx, story.creates(), 30, "chatops after the restart")
+                time.sleep(1.0)
+                # the crash window: at most the batch each destination had in flight
+                for rx in (default_rx, audit_rx):
+                    exactly_once(rx, want, allowed_duplicates=BATCH)
+                exactly_once(chat_rx, story.creates(), allowed_duplicates=BATCH)
+                assert {d: s["queued"] for d, s in status(path)["destinations"].items()} == {
+                    "audit": 0,
+                    "chatops": 0,
+                    "default": 0,
+                }
+            finally:
+                daemon.stop(20)
+        finally:
+            audit_rotel.stop()
+
+
+def test_requeue_one_destination(sim: Simulator, tmp_path: Path) -> None:
+    """``requeue --destination`` moves only that destination's parked records."""
+    from exporter.model import AlarmContext
+    from exporter.state.base import PollCommit, QueuedRecord
+    from exporter.state.sqlite import SqliteStateStore
+    from tests.support.records import queued_log
+
+    state = tmp_path / "s.db"
+    store = SqliteStateStore(state)
+    try:
+        store.upsert_alarm(AlarmContext(ALARM), source="config", now=1.0, due=True)
+        rows: list[QueuedRecord] = []
+        for dest in ("default", "audit"):
+            rows += [QueuedRecord("logs", u, queued_log(u, ALARM).payload, dest) for u in ("x", "y")]
+        store.commit_poll(PollCommit(ALARM, 1.0, seen=["x", "y"], queued=rows))
+        for dest in ("default", "audit"):
+            store.park([i.seq for i in store.claim_outbox("logs", 10, dest)], "HTTP 400", 2.0)
+    finally:
+        store.close()
+    config = exporter_config(
+        sim,
+        state,
+        [ALARM],
+        export={"endpoint": "http://127.0.0.1:9"},
+        destinations=[{"name": "audit", "sink": "otlp", "options": {"endpoint": "http://127.0.0.1:9"}}],
+    )
+    path = write_config(tmp_path / "c.yaml", config)
+    bad = run_cli(["requeue", "--destination", "nope", "--config", str(path)], env=ENV)
+    assert bad.returncode == 2 and "--destination: unknown destination 'nope'" in bad.stderr
+    done = run_cli(["requeue", "--destination", "audit", "--config", str(path)], env=ENV)
+    assert (done.returncode, done.stdout) == (0, "requeued 2 parked records\n")
+    shown = status(path)["destinations"]
+    assert shown["audit"] == {"queued": 2, "parked": 0, "oldest_age_seconds": shown["audit"]["oldest_age_seconds"]}
+    assert (shown["default"]["queued"], shown["default"]["parked"]) == (0, 2)
+    text = run_cli(["status", "--config", str(path)], env=ENV).stdout
+    assert "destination" in text and "audit" in text
