@@ -125,6 +125,8 @@ def _apply_otel_env(tree: dict[Any, Any], env: Mapping[str, str], problems: list
             problems.append(Problem(("export", option), str(exc)))
             continue
         used[("export", option)] = variable
+    for signal, infix in (("logs", "LOGS"), ("spans", "TRACES")):
+        _apply_signal_env(export, signal, infix, env, used, problems)
     text = env.get("OTEL_RESOURCE_ATTRIBUTES", "").strip()
     configured = export.get("resource_attributes")
     if text and (configured is None or isinstance(configured, dict)):
@@ -137,6 +139,38 @@ def _apply_otel_env(tree: dict[Any, Any], env: Mapping[str, str], problems: list
     if export:
         tree["export"] = export
     return used
+
+
+def _apply_signal_env(
+    export: dict[Any, Any],
+    signal: str,
+    infix: str,
+    env: Mapping[str, str],
+    used: dict[Loc, str],
+    problems: list[Problem],
+) -> None:
+    """``OTEL_EXPORTER_OTLP_<LOGS|TRACES>_*`` into ``export.<signal>`` where the file's block leaves
+    the option out: the file wins, then the signal's variable, then ``export``'s own (the file's,
+    else the generic variable). A signal's endpoint variable is the full URL, used as-is."""
+    block = export.get(signal)
+    if block is not None and not isinstance(block, dict):
+        return  # validation reports the block itself
+    block = dict(block or {})
+    for option, variable, read in _OTEL_FALLBACKS:
+        if option == "service_name":
+            continue
+        name = variable.replace("OTEL_EXPORTER_OTLP_", f"OTEL_EXPORTER_OTLP_{infix}_", 1)
+        text = env.get(name, "").strip()
+        if not text or block.get(option) is not None:
+            continue
+        try:
+            block[option] = read(text, name)
+        except ValueError as exc:
+            problems.append(Problem(("export", signal, option), str(exc)))
+            continue
+        used[("export", signal, option)] = name
+    if block:
+        export[signal] = block
 
 
 def _safe_pairs(text: str) -> dict[str, str]:
@@ -290,6 +324,7 @@ def _build(
         config = config.model_copy(update={"plugins": config.plugins.model_copy(update=refs)})
     config = _with_destinations(config, destination_options)
     config._source_path = source
+    config._from_env = {".".join(map(str, loc)): variable for loc, variable in from_env.items()}
     return config
 
 

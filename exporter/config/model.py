@@ -368,6 +368,7 @@ class Config(Section):
     shutdown_timeout: Duration = Field(default=15.0, gt=0)
 
     _source_path: Path | None = PrivateAttr(default=None)
+    _from_env: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def _fill_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -390,6 +391,11 @@ class Config(Section):
     def source_path(self) -> Path | None:
         """The file this config was loaded from (``None`` for :func:`config_from_dict`); not an option."""
         return self._source_path
+
+    @property
+    def from_env(self) -> dict[str, str]:
+        """Option path -> the ``OTEL_*`` variable its value came from (what ``check-config`` shows)."""
+        return dict(self._from_env)
 
     def secrets(self) -> list[str]:
         """Every secret value in the config: none of them may appear in any output."""

@@ -59,4 +59,9 @@ def redacted_dict(config: Config) -> dict[str, Any]:
 
 def render_effective(config: Config) -> str:
     """YAML of :func:`redacted_dict` (what ``check-config`` prints); loads back with ``yaml.safe_load``."""
-    return yaml.safe_dump(redacted_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    text = yaml.safe_dump(redacted_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    sources = config.from_env
+    if sources:
+        text += "# from the environment (the file does not set these):\n"
+        text += "".join(f"#   {path}: {variable}\n" for path, variable in sorted(sources.items()))
+    return text

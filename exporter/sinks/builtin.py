@@ -33,11 +33,23 @@ def otlp_resource(export: ExportConfig, instance_id: str) -> dict[str, str]:
 
 
 def otlp_sink(export: ExportConfig, instance_id: str) -> Sink:
-    """The OTLP sink configured by the ``export:`` section."""
-    from exporter.sinks.otlp import OtlpSettings, OtlpSink
+    """The OTLP sink configured by the ``export:`` section: one transport, or one per signal when
+    ``export.logs`` / ``export.spans`` (or their ``OTEL_EXPORTER_OTLP_LOGS_*`` / ``_TRACES_*``
+    variables) say otherwise for a signal (:meth:`ExportConfig.for_signal`). A signal's own
+    endpoint is its full URL, used as-is (the OpenTelemetry rule for the signal variables)."""
+    from exporter.config.otlp import DEFAULT_ENDPOINTS
+    from exporter.sinks.otlp import OtlpSettings, OtlpSink, PerSignalSink
 
     resource = otlp_resource(export, instance_id)
-    return OtlpSink(settings_from(OtlpSettings, export, headers=dict(export.headers), resource=resource))
+    if export.logs is None and export.spans is None:
+        return OtlpSink(settings_from(OtlpSettings, export, headers=dict(export.headers), resource=resource))
+    sinks = {}
+    for signal in ("logs", "spans"):
+        keys = export.for_signal(signal)
+        own = keys.endpoint != export.endpoint and keys.endpoint not in DEFAULT_ENDPOINTS.values()
+        settings = settings_from(OtlpSettings, keys, headers=dict(keys.headers), resource=resource, as_is=own)
+        sinks[signal] = OtlpSink(settings)
+    return PerSignalSink(sinks)
 
 
 def _otlp(options: ExportConfig, context: PluginContext) -> Sink:

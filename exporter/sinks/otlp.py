@@ -45,6 +45,8 @@ class OtlpSettings:
     resource: Mapping[str, str] = field(default_factory=dict)
     #: the largest serialized request sent (before compression); 0 = no limit
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    #: http/protobuf: ``endpoint`` is the full URL (a signal's own endpoint), no ``/v1/...`` appended
+    as_is: bool = False
 
     def __repr__(self) -> str:  # headers may carry credentials
         return f"OtlpSettings(endpoint={self.endpoint!r}, protocol={self.protocol!r})"
@@ -71,7 +73,7 @@ class OtlpSink:
             )
         else:
             self._transport = HttpTransport(
-                s.endpoint, headers=s.headers, compression=s.compression, timeout=s.timeout, **tls
+                s.endpoint, headers=s.headers, compression=s.compression, timeout=s.timeout, as_is=s.as_is, **tls
             )
 
     # -- the Sink contract --------------------------------------------------------------------------
@@ -98,3 +100,19 @@ class OtlpSink:
             self._transport.close()
         except Exception:  # pragma: no cover - best effort on the way out
             log.debug("OTLP transport close failed", exc_info=True)
+
+
+class PerSignalSink:
+    """One OTLP sink per signal (``export.logs`` / ``export.spans`` send elsewhere than ``export``)."""
+
+    def __init__(self, sinks: Mapping[str, OtlpSink]) -> None:
+        self.sinks = dict(sinks)
+        names = sorted({sink.name for sink in self.sinks.values()})
+        self.name = names[0] if len(names) == 1 else "otlp"
+
+    def export(self, signal: str, batch: Batch) -> ExportResult:
+        return self.sinks[signal].export(signal, batch)
+
+    def shutdown(self) -> None:
+        for sink in self.sinks.values():
+            sink.shutdown()

@@ -256,8 +256,10 @@ class HttpTransport:
         ca_file: str | None = None,
         client_cert_file: str | None = None,
         client_key_file: str | None = None,
+        as_is: bool = False,
     ) -> None:
-        self._urls = {signal: signal_url(endpoint, signal) for signal in _HTTP_PATHS}
+        # as_is: a signal's own endpoint (export.logs.endpoint, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT) is the full URL
+        self._urls = {signal: endpoint if as_is else signal_url(endpoint, signal) for signal in _HTTP_PATHS}
         self._gzip = compression == "gzip"
         self._headers = {**headers, "Content-Type": "application/x-protobuf", "User-Agent": USER_AGENT}
         if self._gzip:

@@ -220,3 +220,35 @@ def test_requeue_one_destination(sim: Simulator, tmp_path: Path) -> None:
     assert (shown["default"]["queued"], shown["default"]["parked"]) == (0, 2)
     text = run_cli(["status", "--config", str(path)], env=ENV).stdout
     assert "destination" in text and "audit" in text
+
+
+def test_logs_and_spans_to_different_endpoints(sim: Simulator, rotel_collector: RotelCollector, tmp_path: Path) -> None:
+    """``export.spans.endpoint`` (a full URL, used as-is): the spans go straight to a second
+    receiver over HTTP, the logs through rotel to the first; neither gets the other's signal."""
+    rotel, logs_rx = rotel_collector
+    with OtlpReceiver() as traces_rx:
+        story = Story(sim)
+        story.add(3, notes=3)
+        for alarm in story.alarms:
+            alarm.close(at=T0 + 100)  # over: the first read sends each alarm's span
+        config = exporter_config(
+            sim,
+            tmp_path / "s.db",
+            [a.id for a in story.alarms],
+            export={
+                "signals": ["logs", "spans"],
+                "endpoint": rotel.grpc_endpoint,
+                "spans": {"endpoint": f"{traces_rx.http_endpoint}/v1/traces", "protocol": "http/protobuf"},
+            },
+        )
+        daemon = Daemon(write_config(tmp_path / "c.yaml", config), env=ENV).start()
+        try:
+            want = story.all()
+            arrived(logs_rx, want, 30, "logs")
+            spans = traces_rx.wait_for_spans(3, timeout=30)
+            assert sorted(s["attributes"]["bk.alarm.id"] for s in spans) == sorted(a.id for a in story.alarms)
+            time.sleep(1.0)
+            exactly_once(logs_rx, want)
+            assert logs_rx.spans() == [] and traces_rx.logs() == []
+        finally:
+            daemon.stop(20)
