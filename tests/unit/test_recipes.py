@@ -32,8 +32,9 @@ CONTRACT: dict[str, Any] = {
     "export": {
         "signals", "endpoint", "protocol", "headers", "compression", "timeout", "insecure", "ca_file",
         "client_cert_file", "client_key_file", "batch_size", "service_name", "resource_attributes",
-        "console",
+        "console", "logs", "spans", "filter",
     },
+    "destinations": None,
     "state": {"path", "url", "lease", "max_queued_records"},
     "server": {"listen"},
     "logging": {"level", "format"},
@@ -153,6 +154,26 @@ def test_elastic_collector_authenticates_from_the_environment() -> None:
     assert exporter["headers"]["Authorization"] == "ApiKey ${env:ELASTIC_APM_API_KEY}"
     raw = (RECIPES / "elastic" / "exporter.yaml").read_text()
     assert "Authorization: ApiKey ${ELASTIC_APM_API_KEY}" in raw
+
+
+def test_loki_and_tempo_directly_each_signal_its_own_endpoint() -> None:
+    config = load_config(RECIPES / "loki-tempo" / "exporter.yaml", env=RECIPE_ENV)
+    logs, spans = config.export.for_signal("logs"), config.export.for_signal("spans")
+    assert (logs.endpoint, logs.protocol) == ("http://loki:3100/otlp/v1/logs", "http/protobuf")
+    assert (spans.endpoint, spans.protocol) == ("http://tempo:4317", "grpc")
+    assert config.export.signals == ("logs", "spans") and not config.destinations
+
+
+def test_fanout_to_loki_and_elastic_with_a_filtered_chatops() -> None:
+    raw = (RECIPES / "fanout" / "exporter.yaml").read_text()
+    assert "Authorization: ApiKey ${ELASTIC_APM_API_KEY}" in raw
+    config = load_config(RECIPES / "fanout" / "exporter.yaml", env=RECIPE_ENV)
+    elastic, chatops = config.destinations
+    assert (elastic.name, elastic.sink, elastic.signals) == ("elastic", "otlp", ("logs", "spans"))
+    assert dict(elastic.options.headers) == {"Authorization": "ApiKey not-a-real-key"}
+    assert chatops.filter.operates == ("CREATE", "RECOVER", "CLOSE") and config.export.filter.everything
+    for destination in yaml.safe_load(substitute(raw))["destinations"]:
+        assert set(destination) <= {"name", "sink", "signals", "options", "filter"}
 
 
 def test_kubernetes_sidecar(tmp_path: Path) -> None:
