@@ -146,6 +146,7 @@ class App:
         self.poller = self._build_poller(config)
         self.discoverer = self._build_discoverer(config)
         self.delivery = Delivery(self.store, self.metrics, clock=self.clock, stop=self.stop)
+        self.delivery.on_report = self._delivered
         self.delivery.configure(config, {"default": self.sink, **others})
         self.warn_stranded()
 
@@ -344,10 +345,11 @@ class App:
         return report
 
     def send(self, *, force: bool = False, deadline: float | None = None) -> DrainReport:
-        report = self.delivery.drain(force=force, deadline=deadline)
+        return self.delivery.drain(force=force, deadline=deadline)
+
+    def _delivered(self, report: DrainReport) -> None:
         if report.exported:  # signals are delivered independently: one that fails does not undo the other
             self.store.set_meta("last_export_ok", str(self.clock()))
-        return report
 
     def run_once(self, *, since: float | None = None, on_phase: Callable[[str, int], None] | None = None) -> OnceReport:
         """``once``: follow the configured alarms (and discover, looking back ``since`` seconds when

@@ -115,6 +115,8 @@ class Delivery:
         self._pool: ThreadPoolExecutor | None = None
         self._running: dict[str, Future[DrainReport]] = {}
         self._mu = threading.Lock()
+        #: told every finished drain's report, also of a drain that outlived its call
+        self.on_report: Callable[[DrainReport], None] = lambda report: None
 
     def configure(self, config: Config, sinks: dict[str, Sink]) -> list[Sink]:
         """Use these sinks (``default`` and every destination's) and settings. Returns the sinks no
@@ -143,7 +145,9 @@ class Delivery:
         slow or dead backend) is left to it and the others go on."""
         senders = list(self.senders.items())
         if len(senders) == 1:
-            return senders[0][1].drain(force=force, deadline=deadline)
+            report = senders[0][1].drain(force=force, deadline=deadline)
+            self.on_report(report)
+            return report
         with self._mu:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="send")
@@ -152,7 +156,7 @@ class Delivery:
                 running = self._running.get(name)
                 if running is not None and not running.done() and not force:
                     continue
-                future = self._pool.submit(sender.drain, force=force, deadline=deadline)
+                future = self._pool.submit(self._drain_one, sender, force, deadline)
                 self._running[name] = future
                 futures.append(future)
         done, _ = wait_futures(futures, timeout=None if force else 1.0)
@@ -170,6 +174,11 @@ class Delivery:
             total.failed = total.failed or part.failed
             total.skipped = total.skipped and part.skipped
         return total
+
+    def _drain_one(self, sender: Sender, force: bool, deadline: float | None) -> DrainReport:
+        report = sender.drain(force=force, deadline=deadline)
+        self.on_report(report)
+        return report
 
     def close(self) -> None:
         with self._mu:

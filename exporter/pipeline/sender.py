@@ -399,6 +399,8 @@ class Sender:
         self.metrics.set_destination(
             self.destination, queued=queued, parked=parked, oldest_age_seconds=since, in_outage=self.in_outage
         )
+        if self.destination != "default":
+            return  # the outbox as a whole (and readiness) is published by export:'s sender
         age = 0.0 if stats.oldest_enqueued_at is None else max(0.0, self.clock() - stats.oldest_enqueued_at)
         sendable = sum(stats.by_kind.get(signal, 0) for signal in self.settings.signals)
         self.metrics.set_outbox(depth=stats.depth, oldest_age_seconds=age, parked=stats.parked, sendable=sendable)
