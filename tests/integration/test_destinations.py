@@ -22,9 +22,13 @@ from typing import Any
 
 import pytest
 
+from exporter.model import AlarmContext
 from exporter.simulator import SimAlarm, Simulator
+from exporter.state.base import PollCommit, QueuedRecord
+from exporter.state.sqlite import SqliteStateStore
 from tests.support.daemon import Daemon, exporter_config, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.records import queued_log
 from tests.support.rotel import Rotel, RotelCollector
 from tests.support.secrets import APP_SECRET
 from tests.support.sim import T0, expected_uids
@@ -186,11 +190,6 @@ def test_three_destinations_one_down_one_filtered_and_a_sigkill(
 
 def test_requeue_one_destination(sim: Simulator, tmp_path: Path) -> None:
     """``requeue --destination`` moves only that destination's parked records."""
-    from exporter.model import AlarmContext
-    from exporter.state.base import PollCommit, QueuedRecord
-    from exporter.state.sqlite import SqliteStateStore
-    from tests.support.records import queued_log
-
     state = tmp_path / "s.db"
     store = SqliteStateStore(state)
     try:
@@ -252,3 +251,40 @@ def test_logs_and_spans_to_different_endpoints(sim: Simulator, rotel_collector: 
             assert logs_rx.spans() == [] and traces_rx.logs() == []
         finally:
             daemon.stop(20)
+
+
+def test_a_postgres_store_of_schema_2_gains_destinations_and_keeps_its_rows(postgres_url: str) -> None:
+    """A shared store written by the previous version (schema 2: the fencing tokens) is migrated
+    to 3 on open: its queued rows become ``default``'s and are claimed with a token as before."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from exporter.state.postgres import SCHEMA_VERSION, PostgresStateStore
+    from exporter.state.postgres.schema import MIGRATIONS
+    from exporter.state.sql import POSTGRES
+    from tests.support.postgres import fresh_schema
+
+    assert SCHEMA_VERSION == 3
+    url = fresh_schema(postgres_url)
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        for step in (1, 2):
+            conn.execute(MIGRATIONS[step])
+            for sql, params in POSTGRES.meta_after(step):
+                conn.execute(sql, params)
+        payload = queued_log("old-1", ALARM).payload
+        conn.execute(
+            "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at, enqueued_by) "
+            "VALUES ('logs', 'old-1', %s, %s, 1.0, NULL)",
+            (ALARM, payload),
+        )
+    store = PostgresStateStore(url, max_queued=10, lease=30.0)
+    try:
+        assert store.get_meta("schema_version") == "3"
+        assert store.outbox_stats().by_destination == {"default": (1, 0, 1.0)}
+        assert store.claim_outbox("logs", 10, "audit") == []
+        (item,) = store.claim_outbox("logs", 10, "default")
+        assert item.payload.uid == "old-1"
+        store.ack([item.seq])
+        assert store.outbox_stats().depth == 0
+    finally:
+        store.close()
