@@ -57,7 +57,7 @@ SCHEMA_VERSION = 2
 # cursor per destination over one shared outbox. Each destination's rows are acknowledged, parked,
 # requeued and capped on their own, with the same statements as before plus one equality; a
 # cursor layout would need the slowest destination's cursor to decide when a row may go, and
-# per-destination parking beside it. docs/benchmarks.md has the measured cost of the extra rows.
+# per-destination parking beside it. (The cost of the extra rows is not measured yet.)
 
 ALARM_FIELDS = (
     "alarm_id",
