@@ -28,7 +28,7 @@ def _load(name: str) -> Callable[..., Result]:
 
 
 #: In the order they run: start-up first, while the process is fresh.
-BENCHMARKS = ("startup", "throughput", "storm", "economy", "memory", "latency")
+BENCHMARKS = ("startup", "throughput", "storm", "calls", "economy", "memory", "growth", "latency", "hotspots")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python -m bench" + (" --quick" if args.quick else "")
     if args.only:
         command += "".join(f" --only {n}" for n in names)
-    text = render(results, info, command=command, quick=args.quick)
+    text = render(results, info, command=command, quick=args.quick, names=BENCHMARKS)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")

@@ -61,9 +61,16 @@ class Result:
     passed: bool | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: further figures with a target of their own, measured in the same run: (title, measured, target, passed)
+    checks: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
+    #: tables of more than two columns, rendered after the figures: (header, rows)
+    tables: list[tuple[tuple[str, ...], list[tuple[str, ...]]]] = field(default_factory=list)
 
     def add(self, label: str, value: str) -> None:
         self.figures.append((label, value))
+
+    def check(self, title: str, measured: str, target: str, passed: bool | None) -> None:
+        self.checks.append((title, measured, target, passed))
 
     @property
     def verdict(self) -> str:

@@ -1,10 +1,11 @@
 """The exporter side of the memory benchmark, in its own process so its peak RSS is its own.
 
-``python -m bench.memworker CONFIG.json`` builds the App from the config file, follows the
-configured alarms, polls every one of them once with the sender stopped (a backend outage:
-everything they hold is queued), then drains the outbox into the OTLP endpoint. It prints one
-JSON line with the resident set (``VmRSS``) and its high-water mark (``VmHWM``) after each phase,
-in MiB, and the state files' sizes.
+``python -m bench.memworker CONFIG.json [LIMIT]`` builds the App from the config file, follows the
+configured alarms, polls every one of them once (only the first ``LIMIT`` due ones when given:
+one cycle of a fixed size, however many alarms are followed) with the sender stopped (a backend
+outage: everything they hold is queued), then drains the outbox into the OTLP endpoint. It
+prints one JSON line with the resident set (``VmRSS``) and its high-water mark (``VmHWM``) after
+each phase, in MiB, the CPU seconds of each phase and the state files' sizes.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _live_bytes(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    limit = int(args[1]) if len(args) > 1 else None
     report: dict[str, Any] = {"start": memory_status()}
     from exporter.app import App
     from exporter.config import load_config
@@ -56,18 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     report["imported"] = memory_status()
     app = App(config)
     try:
+        cpu = time.process_time()
         app.sync_configured_alarms()
+        report["sync_cpu"] = time.process_time() - cpu
         report["followed"] = memory_status()
-        started = time.perf_counter()
-        cycle = app.poll(force=True)
+        report["state_bytes_followed"] = _state_bytes(Path(config.state.path))
+        started, cpu = time.perf_counter(), time.process_time()
+        cycle = app.poll(force=True) if limit is None else app.poller.run_cycle(force=True, limit=limit)
         report["poll_seconds"] = time.perf_counter() - started
+        report["poll_cpu"] = time.process_time() - cpu
         report["polled"], report["failed"] = cycle.polled, cycle.failed
         report["queued"] = app.store.outbox_stats().depth
         report["backlog"] = memory_status()
         report["state_bytes_backlog"] = _state_bytes(Path(config.state.path))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         drain = app.send(force=True)
         report["drain_seconds"] = time.perf_counter() - started
+        report["drain_cpu"] = time.process_time() - cpu
         report["exported"] = drain.exported
         report["drained"] = memory_status()
     finally:

@@ -69,6 +69,10 @@ def machine() -> dict[str, str]:
     }
 
 
+def _verdict(passed: bool | None) -> str:
+    return "n/a" if passed is None else ("PASS" if passed else "MISS")
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
@@ -79,7 +83,9 @@ def _table(rows: Sequence[tuple[str, str]], head: tuple[str, str]) -> list[str]:
     return lines
 
 
-def render(results: Sequence[Result], info: dict[str, str], *, command: str, quick: bool) -> str:
+def render(
+    results: Sequence[Result], info: dict[str, str], *, command: str, quick: bool, names: Sequence[str] = ()
+) -> str:
     out = [
         "# Benchmarks",
         "",
@@ -90,8 +96,8 @@ def render(results: Sequence[Result], info: dict[str, str], *, command: str, qui
         "",
     ]
     out += [
-        "Run from the repository root: `.venv/bin/python -m bench` (all six, about 7 minutes; writes this file),",
-        "`--only NAME` (startup, throughput, storm, economy, memory, latency; repeatable) and `--quick` print the",
+        f"Run from the repository root: `.venv/bin/python -m bench` (all {len(names)}, about 15 minutes; writes this",
+        f"file), `--only NAME` ({', '.join(names)}; repeatable) and `--quick` print the",
         "report and write it only to an explicit `--output FILE`. Nothing else needs to run: the simulator, the",
         "OTLP receiver and the exporter are started by the benchmarks, on loopback.",
         "",
@@ -100,14 +106,22 @@ def render(results: Sequence[Result], info: dict[str, str], *, command: str, qui
         out += ["> **Quick run: toy sizes, not meaningful figures.**", ""]
     out += ["## Machine", "", *_table(list(info.items()), ("", "")), ""]
     out += ["## Summary", "", "| benchmark | measured | target | verdict |", "| --- | --- | --- | --- |"]
-    out += [f"| {r.title} | {r.measured} | {r.target} | **{r.verdict}** |" for r in results]
+    for r in results:
+        out.append(f"| {r.title} | {r.measured} | {r.target} | **{r.verdict}** |")
+        out += [f"| {r.title}: {t} | {m} | {g} | **{_verdict(p)}** |" for t, m, g, p in r.checks]
     out.append("")
     for r in results:
         out += [f"## {r.title}", "", f"Command: `{r.command}` ({r.seconds:.0f} s)", ""]
         out += ["Sizes and settings:", ""]
         out += [f"- {k}: {v}" for k, v in r.sizes.items()]
         out += ["", *_table(r.figures, ("figure", "value")), ""]
+        for head, rows in r.tables:
+            out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+            out += ["| " + " | ".join(row) + " |" for row in rows]
+            out.append("")
         out += [f"**{r.verdict}**: {r.measured} (target: {r.target}).", ""]
+        for title, measured, target, passed in r.checks:
+            out += [f"**{_verdict(passed)}**: {title}: {measured} (target: {target}).", ""]
         out += [f"- {note}" for note in r.notes]
         if r.notes:
             out.append("")

@@ -222,3 +222,41 @@ def test_outbox_full_leaves_records_in_bluekings_hands(rig: Callable[..., Rig]) 
     r.clock.t += 31
     r.cycle()
     assert len(r.sink.logs) == 6
+
+
+def test_concurrent_workers_poll_every_alarm_once_without_a_task_per_alarm(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.pipeline.poller as poller_module
+
+    submitted: list[object] = []
+    real_submit = poller_module.ThreadPoolExecutor.submit
+
+    def counting_submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(fn)
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(poller_module.ThreadPoolExecutor, "submit", counting_submit)
+    r = rig(max_concurrency=4)
+    ids = [str(n) for n in range(1, 41)]
+    r.follow(*ids)
+    for alarm_id in ids:
+        r.source.data[alarm_id] = [row("CREATE", "2024-06-10 14:13:50")]
+    report = r.cycle()
+    assert report.polled == 40 and report.new_records == 40 and report.ok
+    assert sorted(r.source.calls, key=int) == ids  # each alarm read exactly once
+    assert len(submitted) == 4  # one task per worker, not one future per alarm (memory at 10k alarms)
+
+
+def test_an_unexpected_error_in_a_worker_still_fails_the_cycle(rig: Callable[..., Rig]) -> None:
+    r = rig(max_concurrency=4)
+    r.follow("1", "2", "3", "4", "5")
+    for alarm_id in "12345":
+        r.source.data[alarm_id] = [row("CREATE", "2024-06-10 14:13:50")]
+
+    def broken(alarm: Any) -> Any:
+        raise RuntimeError("a bug in the poll path")
+
+    r.poller.poll_alarm = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in the poll path"):
+        r.poller.run_cycle()

@@ -6,7 +6,8 @@
     client.py     BkClient, ApiObserver: the calls, the session, auth headers (ESB or gateway)
     settings.py   BkClientSettings: what the client needs from the bkmonitor: section
     apigw.py      the routes of each API (esb, apigw) and the hints that name the fix
-    reading.py    read_body: an answer under a total deadline and a byte cap
+    transport.py  PoolTransport: requests sent through the urllib3 pool, set up as requests does it
+    reading.py    read_raw, read_body: an answer under a total deadline and a byte cap
     alertsearch.py AlertCollector: bounded discovery splitting (time, then create_time)
     gateway.py    GatewaySource: the source on the bk-monitor gateway
     synth.py      synthesize: flow records from alerts and actions, with stable uids

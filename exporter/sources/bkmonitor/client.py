@@ -1,7 +1,8 @@
 """The BlueKing Monitor client: ``get_event_log``, ``search_alert`` and ``search_action``, through the
 ESB or the ``bk-monitor`` API gateway (``bkmonitor.api``; routes and hints in :mod:`.apigw`).
 
-One pooled :class:`requests.Session` per client. Every call goes through, in order: the retry
+One pooled connection per client (:mod:`.transport`: urllib3, set up as ``requests`` sets it up;
+or an injected :class:`requests.Session`). Every call goes through, in order: the retry
 loop (:mod:`.retry`), the global token bucket (:mod:`.ratelimit`), the concurrency semaphore
 (held only while the request is on the wire, never while backing off), the HTTP request, and
 the body read under a total deadline and a byte cap (:mod:`.reading`), and the envelope rules
@@ -22,7 +23,6 @@ from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.utils import get_netrc_auth
 
 from exporter import __version__
 from exporter.errors import (
@@ -34,27 +34,20 @@ from exporter.errors import (
     BkRetryableError,
     BkTransportError,
 )
-from exporter.redact import RedactingFilter, redact, strip_query
+from exporter.redact import RedactingFilter
 from exporter.sources.bkmonitor.apigw import base_path, hinted, route
 from exporter.sources.bkmonitor.envelope import parse_envelope
 from exporter.sources.bkmonitor.ratelimit import TokenBucket
-from exporter.sources.bkmonitor.reading import read_body
+from exporter.sources.bkmonitor.reading import read_body, read_raw
 from exporter.sources.bkmonitor.report import CallReporter
 from exporter.sources.bkmonitor.retry import RetryPolicy, retry_call
 from exporter.sources.bkmonitor.settings import BkClientSettings
+from exporter.sources.bkmonitor.transport import PoolTransport, request_failed, safe_cause
 
 __all__ = ["ApiObserver", "BkClient", "BkClientSettings"]
 
 #: urllib3 logs request lines (query string included) at DEBUG: with ``auth_in: params`` they hold the secret.
 _URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
-
-#: requests failures that mean "no (complete) answer": worth a retry.
-_TRANSPORT_FAILURES = (
-    requests.Timeout,
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
 
 
 class ApiObserver(Protocol):
@@ -117,19 +110,18 @@ class BkClient:
         self._retries = 0
         self._report = CallReporter(observer, clock=clock)  # retries and undecodable bytes: logged, counted
 
-        self._request_settings: dict[str, Any] = {"verify": self._verify}
+        # A session the client creates itself carries the requests through its adapter's urllib3
+        # pool (:mod:`.transport`), with the environment (proxies, REQUESTS_CA_BUNDLE, ~/.netrc) read
+        # once, here, as requests reads it; a config reload builds a new client and reads it again.
+        # requests' own call path costs ~2.5x the CPU, which is what limits a poll storm
+        # (docs/benchmarks.md). An injected session is used through Session.request, as it is.
+        self._pool: PoolTransport | None = None
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(pool_maxsize=max(10, settings.max_concurrency), max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
-            # With trust_env, requests reads the environment (proxies, REQUESTS_CA_BUNDLE, ~/.netrc)
-            # again on every call: ~0.4 ms of CPU, a fifth of a get_event_log call, which is what
-            # limits a poll storm. Read it once here, as requests does, and pass it explicitly (every
-            # URL shares this host); a config reload builds a new client and reads it again.
-            url = self._base + "/"
-            env = session.merge_environment_settings(url, {}, None, self._verify, None)
-            self._request_settings = {"proxies": env["proxies"], "verify": env["verify"], "auth": get_netrc_auth(url)}
+            self._pool = PoolTransport(session, self._base, verify=self._verify)
             session.trust_env = False
         session.verify = self._verify
         self._session = session
@@ -286,45 +278,21 @@ class BkClient:
             with self._lock:
                 self._requests_sent += 1
             started = self._clock()
-            timeout = self._settings.timeout
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,  # never replay credentials to another location
-                    stream=True,  # the body is read by read_body, under the deadline and the cap
-                    **self._request_settings,
+                status, resp_headers, body = self._exchange(
+                    endpoint, method, url, params, data, headers, started, request_id
                 )
             except requests.RequestException as exc:
                 failure = exc
-            else:
-                status, resp_headers = response.status_code, response.headers
-                rid = resp_headers.get("X-Bkapi-Request-ID") or request_id
-                try:
-                    body = read_body(
-                        response,
-                        endpoint=endpoint,
-                        deadline=started + timeout,
-                        clock=self._clock,
-                        cap=self._settings.max_response_bytes,
-                        timeout=timeout,
-                        request_id=rid,
-                    )
-                except BkApiError as read_error:
-                    self._observe(endpoint, read_error, started)
-                    raise
-                finally:
-                    response.close()
+            except BkApiError as read_error:
+                self._observe(endpoint, read_error, started)
+                raise
         if failure is not None:
             # Raised outside the except block, so the requests exception is the cause only
-            # through _safe_cause, never as an implicit __context__.
-            error = self._request_failed(failure, endpoint, request_id)
+            # through safe_cause, never as an implicit __context__.
+            error = request_failed(failure, endpoint, request_id, timeout=self._settings.timeout, secrets=self._secrets)
             self._observe(endpoint, error, started)
-            raise error from self._safe_cause(failure)
+            raise error from safe_cause(failure, self._secrets)
         try:
             result = parse_envelope(
                 status,
@@ -348,52 +316,64 @@ class BkClient:
         if self._observer is not None:
             self._observer.api_request(endpoint, _outcome(error), max(0.0, self._clock() - started))
 
-    def _request_failed(self, exc: requests.RequestException, endpoint: str, request_id: str) -> BkApiError:
-        """Our own, secret-free error for a failed request (``requests`` messages quote the URL)."""
-        if isinstance(exc, requests.Timeout):
-            kind = "timed out"
-            if isinstance(exc, requests.ConnectTimeout):
-                kind = "connect timed out"
-            summary = f"{kind} after {self._settings.timeout:g}s"
-        elif isinstance(exc, requests.exceptions.SSLError):
-            summary = "TLS error"
-        elif isinstance(exc, _TRANSPORT_FAILURES):
-            summary = "connection failed"
-        else:
-            summary = "request could not be sent"
-        detail = redact(strip_query(str(exc)), self._secrets)
-        if len(detail) > 300:
-            detail = detail[:299] + "…"
-        cls = BkTransportError if isinstance(exc, _TRANSPORT_FAILURES) else BkResponseError
-        return cls(
-            f"{summary}: {type(exc).__name__}",
-            endpoint=endpoint,
-            bk_message=detail or None,
-            request_id=request_id,
+    def _exchange(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: dict[str, str],
+        started: float,
+        request_id: str,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one request, read its answer (status, headers, body) by the deadline and under the cap.
+
+        Raises a ``requests`` exception when no answer came, a BkApiError when reading it failed."""
+        timeout = self._settings.timeout
+        deadline, cap = started + timeout, self._settings.max_response_bytes
+        if self._pool is not None:
+            raw = self._pool.open(
+                method, url, params=dict(params) if params else None, body=data, headers=headers, timeout=timeout
+            )
+            rid = raw.headers.get("X-Bkapi-Request-ID") or request_id
+            try:
+                body = read_raw(
+                    raw,
+                    raw.status,
+                    raw.headers,
+                    endpoint=endpoint,
+                    deadline=deadline,
+                    clock=self._clock,
+                    cap=cap,
+                    timeout=timeout,
+                    request_id=rid,
+                )
+            finally:
+                raw.release_conn()  # closed first by read_raw when not read to its end
+            return raw.status, raw.headers, body
+        response = self._session.request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,  # never replay credentials to another location
+            stream=True,  # the body is read by read_body, under the deadline and the cap
+            verify=self._verify,
         )
-
-    def _safe_cause(self, exc: requests.RequestException) -> BaseException:
-        """``exc`` itself when no message in its chain holds a secret, else a scrubbed stand-in.
-
-        With ``auth_in: params`` the URL carries the secret, and requests/urllib3 quote URLs in
-        their messages (and in the messages of the exceptions they chain): a traceback printed
-        by the caller must not show it.
-        """
-        if not self._secrets:
-            return exc
-        seen: set[int] = set()
-        link: BaseException | None = exc
-        while link is not None and id(link) not in seen:
-            seen.add(id(link))
-            for text in (str(link), repr(link.args)):
-                if redact(text, self._secrets) != text:
-                    return self._stand_in(exc)
-            link = link.__cause__ or link.__context__
-        return exc
-
-    def _stand_in(self, exc: requests.RequestException) -> BaseException:
-        text = redact(strip_query(str(exc)), self._secrets)
         try:
-            return type(exc)(text)
-        except Exception:  # an exception type with a constructor of its own
-            return requests.RequestException(text)
+            rid = response.headers.get("X-Bkapi-Request-ID") or request_id
+            body = read_body(
+                response,
+                endpoint=endpoint,
+                deadline=deadline,
+                clock=self._clock,
+                cap=cap,
+                timeout=timeout,
+                request_id=rid,
+            )
+        finally:
+            response.close()
+        return response.status_code, response.headers, body

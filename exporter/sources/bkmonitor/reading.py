@@ -1,10 +1,10 @@
 """Reading an answer's body under a total deadline and a byte cap.
 
-``requests``' ``timeout`` bounds each socket wait, not the whole answer: a server that sends one
-byte every few seconds would hold a worker for ever. :func:`read_body` reads a streamed response
-chunk by chunk, giving each socket wait only the time left before the request's deadline, and
-stops at ``bkmonitor.max_response_bytes`` (counted after decompression, so a small gzip bomb is
-stopped too). Failures are :mod:`exporter.errors` values:
+A socket ``timeout`` bounds each wait, not the whole answer: a server that sends one byte every
+few seconds would hold a worker for ever. :func:`read_raw` reads a streamed urllib3 answer
+(:func:`read_body` a streamed ``requests`` one) chunk by chunk, giving each socket wait only the
+time left before the request's deadline, and stops at ``bkmonitor.max_response_bytes`` (counted
+after decompression, so a small gzip bomb is stopped too). Failures are :mod:`exporter.errors` values:
 
 * the deadline passes                        -> BkTransportError (retried like any timeout)
 * the answer is larger than the cap          -> BkResponseError, not retried: that alarm's poll
@@ -23,7 +23,7 @@ import urllib3.exceptions
 
 from exporter.errors import BkResponseError, BkTransportError
 
-__all__ = ["CHUNK", "format_size", "read_body"]
+__all__ = ["CHUNK", "format_size", "read_body", "read_raw"]
 
 CHUNK = 1 << 16
 
@@ -68,19 +68,58 @@ def read_body(
 ) -> bytes:
     """The whole body of ``response`` (sent with ``stream=True``), read by ``deadline`` (``clock`` time)."""
     status = response.status_code
-    length = response.headers.get("Content-Length", "")
-    if length.strip().isdigit() and int(length) > cap and not response.headers.get("Content-Encoding"):
-        response.close()
-        raise _too_large(endpoint, cap, request_id, status)
     raw = getattr(response, "raw", None)
     if raw is None or not hasattr(raw, "read1"):  # already read (a test transport, a cached answer)
+        try:
+            _check_length(response.headers, endpoint=endpoint, cap=cap, request_id=request_id, status=status)
+        except BkResponseError:
+            response.close()
+            raise
         body = response.content or b""
         if len(body) > cap:
             raise _too_large(endpoint, cap, request_id, status)
         return body
+    try:
+        return read_raw(
+            raw,
+            status,
+            response.headers,
+            endpoint=endpoint,
+            deadline=deadline,
+            clock=clock,
+            cap=cap,
+            timeout=timeout,
+            request_id=request_id,
+        )
+    except BaseException:
+        response.close()
+        raise
+
+
+def _check_length(headers: Any, *, endpoint: str, cap: int, request_id: str | None, status: int) -> None:
+    length = headers.get("Content-Length", "")
+    if length.strip().isdigit() and int(length) > cap and not headers.get("Content-Encoding"):
+        raise _too_large(endpoint, cap, request_id, status)
+
+
+def read_raw(
+    raw: Any,
+    status: int,
+    headers: Any,
+    *,
+    endpoint: str,
+    deadline: float,
+    clock: Callable[[], float],
+    cap: int,
+    timeout: float,
+    request_id: str | None = None,
+) -> bytes:
+    """The whole body of a urllib3 response opened with ``preload_content=False``, read by
+    ``deadline``; ``raw`` is closed when it is not read to its end."""
     parts: list[bytes] = []
     size = 0
     try:
+        _check_length(headers, endpoint=endpoint, cap=cap, request_id=request_id, status=status)
         while True:
             left = deadline - clock()
             if left <= 0:
@@ -99,7 +138,7 @@ def read_body(
                 raise _too_large(endpoint, cap, request_id, status)
             parts.append(chunk)
     except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
-        response.close()
+        raw.close()
         raise BkTransportError(
             f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
             endpoint=endpoint,
@@ -107,7 +146,7 @@ def read_body(
             http_status=status,
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        response.close()
+        raw.close()
         raise BkTransportError(
             f"connection broke while reading the answer: {type(exc).__name__}",
             endpoint=endpoint,
@@ -115,6 +154,6 @@ def read_body(
             http_status=status,
         ) from None
     except BaseException:
-        response.close()
+        raw.close()
         raise
     return b"".join(parts)
