@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         command += "".join(f" --only {n}" for n in names)
     text = render(results, info, command=command, quick=args.quick, names=BENCHMARKS)
     if output is not None:
+        from bench.destinations import MARK, write
+
+        old = output.read_text(encoding="utf-8") if output.exists() else ""
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
+        if old.count(MARK) == 2:  # python -m bench.destinations wrote its own section: keep it
+            write(MARK + old.split(MARK)[1] + MARK, output)
         print(f"[bench] report written to {output}", file=sys.stderr)
     sys.stdout.write(text)
     return 0
