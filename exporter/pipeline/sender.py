@@ -147,6 +147,8 @@ class Sender:
         self._swaps_waiting = 0
         self._backoff: dict[str, _Backoff] = {}
         self._refusals: dict[str, _Refusals] = {}
+        self._claimed_for: Sink | None = None  # the sink the batch being sent was claimed for
+        self._replaced = False  # that sink was replaced before the batch was sent
 
     @property
     def in_outage(self) -> bool:
@@ -175,11 +177,16 @@ class Sender:
                 self._swap.notify_all()
             return old
 
-    def _export(self, signal: str, items: Sequence[OutboxItem]) -> tuple[Sink, ExportResult]:
+    def _export(self, signal: str, items: Sequence[OutboxItem]) -> tuple[Sink, ExportResult | None]:
+        """Send ``items`` to the sink; no result (None) when a reload replaced the sink after the
+        batch was claimed: that batch was cut by the old settings, so it goes back to the outbox
+        and is claimed again under the new ones."""
         with self._swap:
             self._swap.wait_for(lambda: not self._swaps_waiting)
-            self._exporting = True
             sink = self.sink
+            if sink is not self._claimed_for:
+                return sink, None
+            self._exporting = True
         try:
             return sink, sink.export(signal, [i.payload for i in items])
         finally:
@@ -220,6 +227,7 @@ class Sender:
     def _one_batch(self, signal: str, report: DrainReport, deadline: float | None) -> bool:
         """Claim one batch of ``signal`` and send it (in as many requests as its size needs);
         False when there is nothing to send, the sink asked to retry, or the drain must stop."""
+        self._claimed_for = self.sink
         items = self.store.claim_outbox(signal, self.settings.batch_size, self.destination)
         if not items:
             return False
@@ -233,7 +241,8 @@ class Sender:
             # what was not acknowledged or parked stays queued (a shared store's lease on it ends)
             later = [item for rest in parts[n + 1 :] for item in rest]
             self.store.release([i.seq for i in [*unsent, *later]])
-            return False
+            replaced, self._replaced = self._replaced, False
+            return replaced  # after a swap, go on: the next claim follows the new settings
         return True
 
     def _parts(self, items: Sequence[OutboxItem]) -> list[list[OutboxItem]]:
@@ -257,6 +266,10 @@ class Sender:
         (then the rows not acknowledged or parked are added to ``unsent``)."""
         started = self.clock()
         sink, result = self._export(signal, items)
+        if result is None:  # the sink was replaced by a reload: claimed again under the new settings
+            unsent.extend(items)
+            self._replaced = True
+            return False
         self.metrics.export_attempt(signal=signal, ok=result.ok, seconds=self.clock() - started)
         if result.outcome is ExportOutcome.SUCCESS:
             self.store.ack([i.seq for i in items])

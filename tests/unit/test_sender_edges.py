@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,6 +260,31 @@ def test_replace_sink_waits_for_the_request_in_flight_not_for_the_backlog(store:
         gates["new"].set()
         drain.join(10)
     assert len(new.calls) == 9 and store.outbox_stats().depth == 0
+
+
+def test_a_batch_claimed_before_a_reload_is_claimed_again_under_the_new_settings(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that lands between a claim and its request: the batch was cut by the old settings
+    (batch_size 8), so it goes back and is sent in the new sink's batches (2), none to the old sink."""
+    clock = Clock()
+    old, new = ScriptedSink(name="old"), ScriptedSink(name="new")
+    s, _ = sender(store, old, clock, batch_size=8)
+    enqueue(store, [log_event(f"l{i}") for i in range(8)])
+    claim = store.claim_outbox
+
+    def claim_then_reload(*args: Any, **kwargs: Any) -> Any:
+        items = claim(*args, **kwargs)
+        if s.sink is old:
+            s.settings = replace(s.settings, batch_size=2)
+            assert s.replace_sink(new) is old  # no request in flight: at once
+        return items
+
+    monkeypatch.setattr(store, "claim_outbox", claim_then_reload)
+    report = s.drain()
+    assert old.calls == []
+    assert [len(uids) for _, uids in new.calls] == [2, 2, 2, 2]
+    assert report.exported == 8 and not report.failed and store.outbox_stats().depth == 0
 
 
 def test_a_stop_ends_the_drain_at_the_next_request(store: SqliteStateStore) -> None:
