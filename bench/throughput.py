@@ -157,7 +157,7 @@ def _sdk_pipeline(receiver: CountingReceiver, ds: Dataset, batch_size: int) -> t
     from opentelemetry.sdk.resources import Resource
 
     from exporter import __version__
-    from exporter.sinks.otlp import default_resource_attributes
+    from exporter.mapping.otlp import default_resource_attributes
 
     provider = LoggerProvider(
         resource=Resource(default_resource_attributes("bk-otel-exporter", "bench")), shutdown_on_exit=False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 __all__ = [
@@ -178,10 +179,39 @@ class SpanRecord:
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """A queued record. ``seq`` orders the outbox; ``kind`` is the signal, ``logs`` or ``spans``."""
+    """A queued record. ``seq`` orders the outbox; ``kind`` is the signal, ``logs`` or ``spans``.
+
+    A row holds its record in one of two forms: ``encoded``, the OTLP bytes a log record was
+    encoded to at poll time (:func:`exporter.mapping.otlp.encode_log`), or ``text``, JSON (spans,
+    and log rows queued by versions before the encoded outbox). :attr:`payload` is the record as
+    a value either way, decoded on first use; :meth:`encoded_log` the OTLP bytes either way.
+    """
 
     seq: int
     kind: str
-    payload: LogEvent | SpanRecord
+    uid: str
+    alarm_id: str
+    text: str = ""
+    encoded: bytes | None = None
     enqueued_at: float = 0.0
     attempts: int = 0
+
+    @cached_property
+    def payload(self) -> LogEvent | SpanRecord:
+        if self.encoded is not None:
+            from exporter.mapping.otlp import decode_log
+
+            return decode_log(self.uid, self.alarm_id, self.encoded)
+        return SpanRecord.from_json(self.text) if self.kind == "spans" else LogEvent.from_json(self.text)
+
+    def encoded_log(self) -> bytes:
+        """The log record as stored OTLP bytes; a JSON row's is encoded now (raises what the
+        encoder raises for a record OTLP cannot carry)."""
+        if self.encoded is not None:
+            return self.encoded
+        from exporter.mapping.otlp import encode_log
+
+        payload = self.payload
+        if not isinstance(payload, LogEvent):
+            raise TypeError(f"outbox row {self.seq} holds a {self.kind} record, not a log record")
+        return encode_log(payload)

@@ -9,7 +9,8 @@ own global rate limit):
 3. keep the records whose uid is not in the alarm's seen set (the list is re-folded by BlueKing
    between calls, so identity is by content, never by position);
 4. map them (oldest first) with the mapper (:class:`~exporter.mapping.base.Mapper`) to log
-   records and/or span events;
+   records and/or span events, and encode each log record as OTLP bytes once
+   (:func:`~exporter.mapping.otlp.stored_log`): the sender sends those bytes as they are;
 5. one ``commit_poll`` transaction: seen uids + outbox rows + lifecycle + next poll time.
 
 An error for one alarm never stops the others; an authentication failure stops the cycle (every
@@ -35,6 +36,7 @@ from exporter.config.destinations import DEFAULT_DESTINATION, FilterConfig
 from exporter.errors import BkApiError, BkAuthError, BkNotFoundError, PluginError, StateError
 from exporter.logsetup import RateLimitedLogger
 from exporter.mapping.base import Mapper, guarded
+from exporter.mapping.otlp import stored_log
 from exporter.model import AlarmContext, FlowRecord
 from exporter.pipeline.filters import Route, targets
 from exporter.pipeline.lifecycle import escalated, next_poll_time, plan_poll
@@ -303,8 +305,8 @@ class Poller:
                 taking, left = targets(routes, "logs", ctx, r.operate)
                 for name in left:
                     filtered[name] = filtered.get(name, 0) + 1
-                if taking:
-                    payload = self.mapper.map_log(r, ctx, with_trace=with_trace).to_json()
+                if taking:  # encoded once, whatever number of destinations takes it
+                    payload = stored_log(self.mapper.map_log(r, ctx, with_trace=with_trace))
                     queued.extend(QueuedRecord("logs", r.uid, payload, name) for name in taking)
         commit.queued = queued
         if ctx != alarm.context:

@@ -15,12 +15,13 @@ outcomes are those of :mod:`exporter.sinks.base`):
   records are counted, and the backend's message is logged: the first time, then at most every
   ``report_every`` seconds with how many were refused meanwhile.
 
-A batch is at most ``batch_size`` rows and, by the records' estimated encoded size
-(:func:`estimated_bytes`), at most ``max_batch_bytes``; the sink checks the exact size and
-answers TOO_LARGE past it. Signals take turns, one batch each, and the drain lets go of the sink
-between batches: a sink swap (a reload) waits for one batch, not for the whole backlog, and a stop
-ends the drain at the next batch. Outages are logged when they start, then at most every
-``report_every`` seconds, and when they end: never once per record or per batch.
+A batch is at most ``batch_size`` rows and, by the records' encoded size (:func:`row_bytes`:
+exact for the log records stored as OTLP bytes, estimated for JSON rows), at most
+``max_batch_bytes``; the sink checks the exact size and answers TOO_LARGE past it. Signals take
+turns, one batch each, and the drain lets go of the sink between batches: a sink swap (a reload)
+waits for one batch, not for the whole backlog, and a stop ends the drain at the next batch.
+Outages are logged when they start, then at most every ``report_every`` seconds, and when they
+end: never once per record or per batch.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.model import LogEvent, OutboxItem, SpanRecord
-from exporter.sinks.base import ExportOutcome, ExportResult, Sink
+from exporter.sinks.base import ExportOutcome, ExportResult, Sink, StoredBatch
 from exporter.state.base import StateStore
 
-__all__ = ["DrainReport", "SendMetrics", "Sender", "SenderSettings", "estimated_bytes"]
+__all__ = ["DrainReport", "SendMetrics", "Sender", "SenderSettings", "estimated_bytes", "row_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,14 @@ def estimated_bytes(item: LogEvent | SpanRecord) -> int:
         return 96 + _text_bytes(item.body) + _text_bytes(item.event_name) + _attrs_bytes(item.attributes)
     events = sum(40 + _text_bytes(e.name) + _attrs_bytes(e.attributes) for e in item.events)
     return 128 + _text_bytes(item.name) + _text_bytes(item.status_message) + _attrs_bytes(item.attributes) + events
+
+
+def row_bytes(item: OutboxItem) -> int:
+    """What an outbox row adds to an OTLP request: exact for a log row's stored bytes (its
+    framing included), :func:`estimated_bytes` for a JSON row."""
+    if item.encoded is not None:
+        return len(item.encoded)
+    return estimated_bytes(item.payload)
 
 
 @dataclass
@@ -188,7 +197,7 @@ class Sender:
                 return sink, None
             self._exporting = True
         try:
-            return sink, sink.export(signal, [i.payload for i in items])
+            return sink, sink.export(signal, StoredBatch(items))
         finally:
             with self._swap:
                 self._exporting = False
@@ -253,7 +262,7 @@ class Sender:
         parts: list[list[OutboxItem]] = [[]]
         total = 0
         for item in items:
-            size = estimated_bytes(item.payload)
+            size = row_bytes(item)
             if parts[-1] and total + size > limit:
                 parts.append([])
                 total = 0
@@ -306,8 +315,8 @@ class Sender:
             log.error(
                 "%s record %s of alarm %s %s by %s (%s): parked, not retried",
                 signal,
-                item.payload.uid,
-                item.payload.alarm_id,
+                item.uid,
+                item.alarm_id,
                 "too large to be accepted even alone" if too_large else "rejected",
                 self._who(sink),
                 result.detail,

@@ -22,21 +22,54 @@ outcome:
                parts are accepted; a single record too large even alone is parked.
 
 A sink is used from one sender thread at a time. ``shutdown`` releases connections.
+
+The sender hands over a :class:`StoredBatch`: a sequence of the records as values (decoded from
+the outbox on first use), which also gives the log records' stored OTLP bytes
+(:meth:`StoredBatch.encoded_logs`). A sink that sends OTLP sends those bytes as they are; any
+other sink just iterates the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, overload
 
-from exporter.model import LogEvent, SpanRecord
+from exporter.model import LogEvent, OutboxItem, SpanRecord
 
-__all__ = ["SIGNALS", "Batch", "ExportOutcome", "ExportResult", "Sink"]
+__all__ = ["SIGNALS", "Batch", "ExportOutcome", "ExportResult", "Sink", "StoredBatch"]
 
 SIGNALS = ("logs", "spans")
 Batch = Sequence[LogEvent | SpanRecord]
+
+
+class StoredBatch(Sequence[LogEvent | SpanRecord]):
+    """Outbox rows as a batch: their records as values, each decoded on first use, and the log
+    records as the OTLP bytes they were stored as (:meth:`encoded_logs`, nothing decoded)."""
+
+    def __init__(self, items: Sequence[OutboxItem]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> LogEvent | SpanRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> StoredBatch: ...
+    def __getitem__(self, index: int | slice) -> LogEvent | SpanRecord | StoredBatch:
+        if isinstance(index, slice):
+            return StoredBatch(self.items[index])
+        return self.items[index].payload
+
+    def __iter__(self) -> Iterator[LogEvent | SpanRecord]:
+        return (item.payload for item in self.items)
+
+    def encoded_logs(self) -> list[bytes]:
+        """Each log record's OTLP bytes (:func:`exporter.mapping.otlp.encode_log`): as stored, or
+        encoded now for a row queued as JSON by an older version."""
+        return [item.encoded_log() for item in self.items]
 
 
 class ExportOutcome(Enum):

@@ -24,7 +24,7 @@ def otlp_resource(export: ExportConfig, instance_id: str) -> dict[str, str]:
     The loader already chose that name: the file's ``export.service_name``, else
     ``OTEL_SERVICE_NAME``, else a ``service.name`` resource attribute, else the default.
     """
-    from exporter.sinks.otlp_encoding import default_resource_attributes
+    from exporter.mapping.otlp import default_resource_attributes
 
     resource = default_resource_attributes(export.service_name, instance_id)
     resource.update(export.resource_attributes)

@@ -1,8 +1,13 @@
 """The OTLP sink: a batch -> one OTLP request -> the backend's real answer.
 
-Each batch is encoded once (:func:`exporter.sinks.otlp_encoding.encode_request`), serialized, and
-sent by a thin transport (:mod:`exporter.sinks.otlp_transport`: grpcio or requests, no SDK
-exporter), whose classification of the answer is the sink's result. Before anything is sent:
+Log records arrive as the OTLP bytes the poller stored (:meth:`~exporter.sinks.base.StoredBatch.encoded_logs`):
+the request is assembled from them under this destination's resource
+(:func:`exporter.mapping.otlp.logs_request`), nothing is re-encoded. Spans, few and rebuilt from
+the alarm's events anyway, are encoded at send time by the SDK's encoder
+(:func:`exporter.sinks.otlp_encoding.encode_request`, imported with the SDK at the first span
+batch). The request is sent by a thin transport (:mod:`exporter.sinks.otlp_transport`: grpcio or
+requests, no SDK exporter), whose classification of the answer is the sink's result. Before
+anything is sent:
 
 * a batch that cannot be encoded as OTLP at all is REJECTED (retrying it can never help; without
   this one such record would hold the outbox back for ever);
@@ -18,9 +23,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from exporter.sinks.base import Batch, ExportOutcome, ExportResult
-from exporter.sinks.otlp_encoding import FixedResource, default_resource_attributes, encode_request
+from exporter.mapping.otlp import default_resource_attributes, encode_log, logs_request, resource_message
+from exporter.model import LogEvent
+from exporter.sinks.base import Batch, ExportOutcome, ExportResult, StoredBatch
 from exporter.sinks.otlp_transport import GrpcTransport, HttpTransport
 
 __all__ = ["DEFAULT_MAX_BATCH_BYTES", "OtlpSettings", "OtlpSink", "default_resource_attributes"]
@@ -58,7 +65,8 @@ class OtlpSink:
     def __init__(self, settings: OtlpSettings) -> None:
         self.settings = settings
         self.name = f"otlp-{'grpc' if settings.protocol == 'grpc' else 'http'}"
-        self._resource = FixedResource(settings.resource)
+        self._resource = resource_message(settings.resource)
+        self._sdk_resource: Any = None  # the SDK's Resource, for spans: made at the first span batch
         s = settings
         tls = dict(ca_file=s.ca_file, client_cert_file=s.client_cert_file, client_key_file=s.client_key_file)
         self._transport: GrpcTransport | HttpTransport
@@ -81,7 +89,7 @@ class OtlpSink:
         if not batch:
             return ExportResult(ExportOutcome.SUCCESS)
         try:
-            body = encode_request(signal, batch, self._resource).SerializeToString()
+            body = self._encode(signal, batch)
         except Exception as exc:
             log.debug("OTLP %s batch cannot be encoded", signal, exc_info=True)
             return ExportResult(ExportOutcome.REJECTED, f"cannot be encoded as OTLP: {type(exc).__name__}: {exc}")
@@ -94,6 +102,19 @@ class OtlpSink:
                 f"over export.max_batch_bytes ({limit})",
             )
         return self._transport.send(signal, body)
+
+    def _encode(self, signal: str, batch: Batch) -> bytes:
+        if signal == "logs":
+            if isinstance(batch, StoredBatch):
+                records = batch.encoded_logs()
+            else:
+                records = [encode_log(e) for e in batch if isinstance(e, LogEvent)]
+            return logs_request(records, self._resource)
+        from exporter.sinks.otlp_encoding import FixedResource, encode_request
+
+        if self._sdk_resource is None:
+            self._sdk_resource = FixedResource(self.settings.resource)
+        return encode_request(signal, batch, self._sdk_resource).SerializeToString()
 
     def shutdown(self) -> None:
         try:

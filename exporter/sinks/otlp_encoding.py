@@ -1,4 +1,8 @@
-"""LogEvent / SpanRecord -> OTLP requests: the SDK's ReadableLogRecord / ReadableSpan, its encoders.
+"""LogEvent / SpanRecord -> OTLP requests through the SDK's ReadableLogRecord / ReadableSpan and encoders.
+
+The sink uses this for spans (and the SDK is imported only then); log records are encoded once
+at poll time without the SDK (:mod:`exporter.mapping.otlp`), which tests compare with
+:func:`encode_request`'s output.
 
 Pure conversion, kept apart from the transport (:mod:`exporter.sinks.otlp_transport`): no I/O, no
 state beyond the resource a sink builds once. :func:`encode_request` is what the sink sends: an
@@ -8,7 +12,6 @@ state beyond the resource a sink builds once. :func:`encode_request` is what the
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +32,6 @@ from exporter.model import LogEvent, SpanRecord
 __all__ = [
     "SCOPE",
     "FixedResource",
-    "default_resource_attributes",
     "encode_request",
     "log_record",
     "readable_span",
@@ -49,15 +51,6 @@ class FixedResource(Resource):
 
     def __hash__(self) -> int:
         return self._hash
-
-
-def default_resource_attributes(service_name: str, instance_id: str) -> dict[str, str]:
-    return {
-        "service.name": service_name,
-        "service.version": __version__,
-        "service.instance.id": instance_id,
-        "host.name": socket.gethostname(),
-    }
 
 
 def _context(trace_id: int | None, span_id: int | None) -> Any:

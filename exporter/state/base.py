@@ -64,11 +64,12 @@ class AlarmState:
 
 @dataclass(frozen=True)
 class QueuedRecord:
-    """One row to enqueue: ``kind`` is the signal (``logs`` or ``spans``); ``payload`` its JSON."""
+    """One row to enqueue: ``kind`` is the signal (``logs`` or ``spans``); ``payload`` the record:
+    its OTLP bytes (logs: :func:`exporter.mapping.otlp.encode_log`) or its JSON."""
 
     kind: str
     uid: str
-    payload: str
+    payload: str | bytes
     #: the destination the row is for (``default``: ``export:``); one row per record and destination
     destination: str = "default"
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.errors import StateCorruptError, StateSchemaError
-from exporter.model import AlarmContext, LogEvent, OutboxItem, SpanRecord
+from exporter.model import AlarmContext, OutboxItem
 from exporter.state.base import AlarmState, PollCommit, QueuedRecord, StoredSpanEvent
 
 __all__ = [
@@ -40,8 +40,9 @@ __all__ = [
     "alarm_update",
     "check_identity",
     "destination_stats",
+    "OUTBOX_COLUMNS",
     "outbox_item",
-    "outbox_payload",
+    "row_values",
     "outbox_where",
     "plan_commit",
     "refollow",
@@ -51,13 +52,17 @@ __all__ = [
 #: ``meta.app``: a store without it was written by something else and is never touched
 APP_ID = "bk-otel-exporter"
 #: the schema this build writes; a store with a newer one is refused
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Layout (schema 2): one outbox row per record and destination (a ``destination`` column), not a
 # cursor per destination over one shared outbox. Each destination's rows are acknowledged, parked,
 # requeued and capped on their own, with the same statements as before plus one equality; a
 # cursor layout would need the slowest destination's cursor to decide when a row may go, and
 # per-destination parking beside it. (The cost of the extra rows is not measured yet.)
+#
+# Schema 3: an ``encoded`` column holds a log record's OTLP bytes (encoded once, at poll time);
+# ``payload`` is then empty. Rows queued before keep their JSON ``payload`` and are delivered
+# from it (encoded at send time, as they were).
 
 ALARM_FIELDS = (
     "alarm_id",
@@ -245,15 +250,30 @@ def destination_stats(rows: Sequence[Any]) -> dict[str, tuple[int, int, float | 
     return out
 
 
-def outbox_payload(kind: str, text: str) -> LogEvent | SpanRecord:
-    """An outbox row's payload: a SpanRecord for ``spans``, else a LogEvent."""
-    return SpanRecord.from_json(text) if kind == "spans" else LogEvent.from_json(text)
+#: the ``outbox`` columns :func:`outbox_item` reads
+OUTBOX_COLUMNS = "seq, kind, uid, alarm_id, payload, encoded, enqueued_at, attempts"
 
 
 def outbox_item(row: Any) -> OutboxItem:
-    """An ``outbox`` row (seq, kind, payload, enqueued_at, attempts) as an OutboxItem."""
-    kind = row["kind"]
-    return OutboxItem(row["seq"], kind, outbox_payload(kind, row["payload"]), row["enqueued_at"], row["attempts"])
+    """An ``outbox`` row (:data:`OUTBOX_COLUMNS`) as an OutboxItem."""
+    encoded = row["encoded"]
+    return OutboxItem(
+        row["seq"],
+        row["kind"],
+        row["uid"],
+        row["alarm_id"],
+        row["payload"],
+        None if encoded is None else bytes(encoded),
+        row["enqueued_at"],
+        row["attempts"],
+    )
+
+
+def row_values(row: QueuedRecord) -> tuple[str, bytes | None]:
+    """``(payload, encoded)`` of a row to insert: bytes go to ``encoded``, JSON to ``payload``."""
+    if isinstance(row.payload, bytes):
+        return "", row.payload
+    return row.payload, None
 
 
 # -- commits --------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from exporter.model import AlarmContext, OutboxItem
 from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
 from exporter.state.sql import (
     ALARM_COLUMNS,
+    OUTBOX_COLUMNS,
     SCHEMA_VERSION,
     SQLITE,
     alarm_from_row,
@@ -42,6 +43,7 @@ from exporter.state.sql import (
     destination_stats,
     outbox_item,
     plan_commit,
+    row_values,
     span_event_from_row,
 )
 from exporter.state.sqlite_file import MIGRATIONS, create_private, take_lock
@@ -269,9 +271,9 @@ class SqliteStateStore:
             )
             for row in plan.rows:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, enqueued_at, destination) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (row.kind, row.uid, commit.alarm_id, row.payload, commit.now, row.destination),
+                    "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, encoded, enqueued_at, destination) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (row.kind, row.uid, commit.alarm_id, *row_values(row), commit.now, row.destination),
                 )
                 inserted.extend([row.destination] * cur.rowcount)
             db.executemany(
@@ -308,7 +310,7 @@ class SqliteStateStore:
     # -- outbox -------------------------------------------------------------------------------------
     def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[OutboxItem]:
         rows = self._query(
-            "SELECT seq, kind, payload, enqueued_at, attempts FROM outbox "
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox "
             "WHERE destination = ? AND kind = ? AND parked_at IS NULL ORDER BY seq LIMIT ?",
             (destination, kind, limit),
         )

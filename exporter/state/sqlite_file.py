@@ -66,6 +66,10 @@ MIGRATIONS: dict[int, str] = {
     CREATE UNIQUE INDEX outbox_uid ON outbox (destination, kind, uid);
     CREATE INDEX outbox_ready ON outbox (destination, kind, parked_at, seq);
     """,
+    # a log record's OTLP bytes, encoded once at poll time (payload is then ''); older rows keep JSON
+    3: """
+    ALTER TABLE outbox ADD COLUMN encoded BLOB;
+    """,
 }
 
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from exporter.errors import StateCorruptError, StateError, StateSchemaError
-from exporter.model import AlarmContext, SpanRecord
+from exporter.model import AlarmContext, LogEvent, SpanRecord
 from exporter.state.base import PollCommit, QueuedRecord, StateStore, StoredSpanEvent
 from exporter.state.sqlite import SqliteStateStore
 from tests.support.postgres import fresh_schema
@@ -300,6 +300,24 @@ def test_claim_outbox_by_kind_oldest_first_within_limit(store: StateStore) -> No
     assert isinstance(claimed.payload, SpanRecord) and claimed.payload.uid == "s"
     stats = store.outbox_stats()
     assert (stats.depth, stats.oldest_enqueued_at, stats.by_kind) == (4, 100.0, {"logs": 3, "spans": 1})
+
+
+def test_log_rows_keep_their_encoded_bytes_beside_rows_queued_as_json(store: StateStore) -> None:
+    """A log row written by this version holds the record's OTLP bytes, returned as they were
+    stored; a row queued as JSON by an older version is still read, in the same outbox order."""
+    from exporter.mapping.otlp import encode_log
+
+    follow(store, "1")
+    old, new = queued_log("old"), queued_log("new")
+    event = new_event = LogEvent.from_json(str(new.payload))
+    blob = encode_log(new_event)
+    store.commit_poll(PollCommit("1", 100.0, seen=["old", "new"], queued=[old, QueuedRecord("logs", "new", blob)]))
+    first, second = store.claim_outbox("logs", 10)
+    assert (first.uid, first.encoded, first.alarm_id) == ("old", None, "1")
+    assert first.payload == LogEvent.from_json(str(old.payload))
+    assert (second.uid, second.encoded, second.alarm_id) == ("new", blob, "1")
+    assert second.payload == event and second.encoded_log() == blob
+    assert first.encoded_log() == encode_log(LogEvent.from_json(str(old.payload)))
 
 
 def test_unclaimed_rows_are_claimed_again_until_acked(store: StateStore) -> None:

@@ -135,7 +135,7 @@ class Replica:
 
     def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[dict[str, Any]]:
         """Lease the oldest queued (not parked) rows of ``kind`` that no other live replica holds:
-        their seq, kind, payload, enqueued_at and attempts, in seq order. The claims of the previous
+        their :data:`~exporter.state.sql.OUTBOX_COLUMNS` and lease token, in seq order. The claims of the previous
         call are over (the sender resolves a batch before it claims the next one).
 
         Sending is spread like polling: a row goes first to the replica that queued it (so each
@@ -156,7 +156,8 @@ class Replica:
                 "UPDATE outbox AS o SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second', "
                 "lease_token = nextval('lease_tokens') "
                 "FROM c WHERE o.seq = c.seq "
-                "RETURNING o.seq, o.kind, o.payload, o.enqueued_at, o.attempts, o.lease_token",
+                "RETURNING o.seq, o.kind, o.uid, o.alarm_id, o.payload, o.encoded, o.enqueued_at, o.attempts, "
+                "o.lease_token",
                 {"kind": kind, "dest": destination, "me": self.owner, "limit": max(0, limit), "lease": self.lease}
                 | {"steal": self.steal_after},
             )

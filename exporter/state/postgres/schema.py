@@ -108,6 +108,10 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX outbox_ready;
     CREATE INDEX outbox_ready ON outbox (destination, kind, seq) WHERE parked_at IS NULL;
     """,
+    # a log record's OTLP bytes, encoded once at poll time (payload is then ''); older rows keep JSON
+    4: """
+    ALTER TABLE outbox ADD COLUMN encoded BYTEA;
+    """,
 }
 
 #: the shared store's schema version (steps of :data:`MIGRATIONS`); SQLite's is ``SCHEMA_VERSION``

@@ -29,6 +29,7 @@ from exporter.state.sql import (
     destination_stats,
     outbox_item,
     plan_commit,
+    row_values,
     span_event_from_row,
 )
 
@@ -208,10 +209,12 @@ class PostgresStateStore:
             inserted: list[str] = []
             rows = plan.rows
             if rows:
+                values = [row_values(r) for r in rows]  # (payload, encoded) of each
                 cur.execute(
-                    "INSERT INTO outbox (kind, uid, alarm_id, payload, enqueued_at, enqueued_by, destination) "
-                    "SELECT k, u, %s, p, %s, %s, d FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
-                    "WITH ORDINALITY AS t(k, u, p, d, n) ORDER BY n "
+                    "INSERT INTO outbox (kind, uid, alarm_id, payload, encoded, enqueued_at, enqueued_by, destination) "
+                    "SELECT k, u, %s, p, e, %s, %s, d "
+                    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[]) "
+                    "WITH ORDINALITY AS t(k, u, p, e, d, n) ORDER BY n "
                     "ON CONFLICT (destination, kind, uid) DO NOTHING RETURNING destination",
                     (
                         cid,
@@ -219,7 +222,8 @@ class PostgresStateStore:
                         self.owner,
                         [r.kind for r in rows],
                         [r.uid for r in rows],
-                        [r.payload for r in rows],
+                        [payload for payload, _ in values],
+                        [encoded for _, encoded in values],
                         [r.destination for r in rows],
                     ),
                 )
