@@ -283,14 +283,14 @@ class App:
             if expired:
                 log.info("alarm %s: in alarms.ids, expired (3324002) earlier: reading it again", alarm_id)
             self.store.upsert_alarm(ctx, source="config", now=now, due=known is None or expired)
-        for alarm in self.store.list_alarms():
-            if alarm.source == "config" and alarm.alarm_id not in wanted:
-                log.info("alarm %s is no longer in alarms.ids: no longer followed", alarm.alarm_id)
-                self.store.commit_poll(PollCommit(alarm.alarm_id, now, phase="retired"))
+        for alarm_id in self.store.alarm_ids(source="config"):
+            if alarm_id not in wanted:
+                log.info("alarm %s is no longer in alarms.ids: no longer followed", alarm_id)
+                self.store.commit_poll(PollCommit(alarm_id, now, phase="retired"))
         self._count_followed()
 
     def _count_followed(self) -> None:
-        self.metrics.set_alarms_followed(len(self.store.list_alarms()))
+        self.metrics.set_alarms_followed(len(self.store.alarm_ids()))
 
     # -- what the daemon's jobs call ----------------------------------------------------------------
     def maintain(self) -> int:
@@ -364,7 +364,7 @@ class App:
         self.sync_configured_alarms()
         phase("discovering", 0)
         found = self.discover(since=since)
-        phase("polling", len(self.store.list_alarms()))
+        phase("polling", len(self.store.alarm_ids()))
         cycle = self.poll(force=True)
         if found is not None and found.error:
             cycle.errors.append(found.error)

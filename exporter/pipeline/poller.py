@@ -47,6 +47,9 @@ __all__ = ["CycleReport", "PollSettings", "Poller", "SpanHook"]
 
 log = logging.getLogger(__name__)
 
+#: due alarms claimed at a time (a cycle claims page after page)
+CLAIM_PAGE = 1000
+
 
 class PollMetrics(Protocol):
     def records_fetched(self, n: int) -> None: ...
@@ -138,17 +141,32 @@ class Poller:
 
     # -- the cycle ----------------------------------------------------------------------------------
     def run_cycle(self, *, force: bool = False, limit: int = 1_000_000) -> CycleReport:
-        """Poll every due alarm (every followed alarm with ``force``)."""
+        """Poll every due alarm (every followed alarm with ``force``).
+
+        Due alarms are claimed :data:`CLAIM_PAGE` at a time, each page polled before the next is
+        claimed, so memory holds one page of alarms however many are followed: a polled alarm is
+        due later, so the next claim finds the next ones. ``force`` claims every alarm at once
+        (all are due, polled or not, so pages could not tell them apart)."""
         with self._cycle_lock:
             started = self.clock()
-            due = self.store.claim_due(float("inf") if force else started, limit)
-            if self._auth_retry_at is not None and not force:
-                # Refused credentials fail every call alike: one alarm probes them once per poll
-                # interval (no retry storm); when it gets through, the others follow at once.
-                due = due[:1] if started >= self._auth_retry_at else []
             report = CycleReport()
-            if due:
+            polled: set[str] = set()  # claimed this cycle: a page never polls one twice
+            size = limit if force else CLAIM_PAGE
+            while len(polled) < limit:
+                page = self.store.claim_due(float("inf") if force else started, min(size, limit - len(polled)))
+                if self._auth_retry_at is not None and not force:
+                    # Refused credentials fail every call alike: one alarm probes them once per poll
+                    # interval (no retry storm); when it gets through, the others follow at once.
+                    page = page[:1] if started >= self._auth_retry_at and not polled else []
+                due = [alarm for alarm in page if alarm.alarm_id not in polled]
+                if not due:
+                    break
+                polled.update(alarm.alarm_id for alarm in due)
                 self._poll_all(due, report)
+                if force or report.auth_error is not None or self.stop.is_set() or len(page) < size:
+                    break
+            if polled:
+                self._report_cycle(report, len(polled))
             if report.auth_error is not None:
                 self._auth_retry_at = started + self.settings.interval
             elif report.polled:
@@ -208,6 +226,9 @@ class Poller:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
                 for done in [pool.submit(drain) for _ in range(workers)]:
                     done.result()
+
+    def _report_cycle(self, report: CycleReport, claimed: int) -> None:
+        """The cycle's rate-limited log lines: store refusals, refused credentials, failed calls."""
         if report.store_error:
             self._limited.error(
                 "store", "the state store refused this cycle's commits (read again next cycle): %s", report.store_error
@@ -227,7 +248,7 @@ class Poller:
                 "failed",
                 "get_event_log failed for %d of %d alarms this cycle (retried next cycle); first: %s",
                 report.failed,
-                len(due),
+                claimed,
                 report.errors[0],
             )
         elif self._failing:

@@ -152,6 +152,11 @@ class StateStore(Protocol):
 
     def list_alarms(self, phases: Sequence[str] = ("active", "closing")) -> list[AlarmState]: ...
 
+    def alarm_ids(self, phases: Sequence[str] = ("active", "closing"), source: str | None = None) -> list[str]:
+        """The ids of the alarms in ``phases`` (of ``source`` when given): what counting and
+        syncing need, without decoding every alarm's context."""
+        ...
+
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
         """Alarms in phase active/closing whose ``next_poll`` has come, oldest first."""
         ...

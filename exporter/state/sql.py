@@ -308,7 +308,9 @@ def plan_commit(
     candidates = list(dict.fromkeys(uid for uid in commit.seen if uid in queued))
     seen_before = known(candidates) if candidates else set()
     fresh = [uid for uid in candidates if uid not in seen_before]
-    wanted = [*(row for uid in fresh for row in queued[uid]), *commit.extra_queued]
+    # one row per record and destination, even when an answer held the same record twice
+    wanted = list({(r.destination, r.kind, r.uid): r for uid in fresh for r in queued[uid]}.values())
+    wanted.extend(commit.extra_queued)
     adding: dict[str, int] = {}
     for row in wanted:
         adding[row.destination] = adding.get(row.destination, 0) + 1

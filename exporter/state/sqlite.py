@@ -31,7 +31,7 @@ from pathlib import Path
 
 from exporter.errors import StateCorruptError, StateError
 from exporter.model import AlarmContext, OutboxItem
-from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, StoredSpanEvent
+from exporter.state.base import AlarmState, CommitResult, OutboxStats, PollCommit, QueuedRecord, StoredSpanEvent
 from exporter.state.sql import (
     ALARM_COLUMNS,
     OUTBOX_COLUMNS,
@@ -239,6 +239,12 @@ class SqliteStateStore:
         )
         return [alarm_from_row(r) for r in rows]
 
+    def alarm_ids(self, phases: Sequence[str] = ("active", "closing"), source: str | None = None) -> list[str]:
+        where, params = f"phase IN ({_marks(len(phases))})", list(phases)
+        if source is not None:
+            where, params = f"{where} AND source = ?", [*params, source]
+        return [r[0] for r in self._query(f"SELECT alarm_id FROM alarms WHERE {where}", params)]
+
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
         rows = self._query(
             f"SELECT {ALARM_COLUMNS} FROM alarms WHERE phase IN ('active', 'closing') AND next_poll <= ? "
@@ -259,8 +265,12 @@ class SqliteStateStore:
         with self._tx() as db:
 
             def known(uids: list[str]) -> set[str]:
-                check = "SELECT 1 FROM seen WHERE alarm_id = ? AND uid = ?"
-                return {uid for uid in uids if db.execute(check, (commit.alarm_id, uid)).fetchone() is not None}
+                found: set[str] = set()
+                for at in range(0, len(uids), 500):  # under SQLite's limit of bound parameters
+                    part = uids[at : at + 500]
+                    check = f"SELECT uid FROM seen WHERE alarm_id = ? AND uid IN ({_marks(len(part))})"
+                    found.update(r[0] for r in db.execute(check, (commit.alarm_id, *part)))
+                return found
 
             plan = plan_commit(commit, known, self._synced_depth(db), self.max_queued)
             if plan is None:
@@ -269,13 +279,16 @@ class SqliteStateStore:
                 "INSERT OR IGNORE INTO seen (alarm_id, uid) VALUES (?, ?)",
                 [(commit.alarm_id, uid) for uid in plan.seen],
             )
+            by_destination: dict[str, list[QueuedRecord]] = {}
             for row in plan.rows:
-                cur = db.execute(
+                by_destination.setdefault(row.destination, []).append(row)
+            for destination, rows in by_destination.items():
+                cur = db.executemany(
                     "INSERT OR IGNORE INTO outbox (kind, uid, alarm_id, payload, encoded, enqueued_at, destination) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (row.kind, row.uid, commit.alarm_id, *row_values(row), commit.now, row.destination),
+                    [(r.kind, r.uid, commit.alarm_id, *row_values(r), commit.now, destination) for r in rows],
                 )
-                inserted.extend([row.destination] * cur.rowcount)
+                inserted.extend([destination] * cur.rowcount)
             db.executemany(
                 "INSERT OR IGNORE INTO span_events (alarm_id, uid, time_ns, payload) VALUES (?, ?, ?, ?)",
                 [(commit.alarm_id, e.uid, e.time_ns, e.payload) for e in commit.span_events],

@@ -111,9 +111,10 @@ class Rig(Generic[Store]):
         for alarm_id in ids or ("1",):
             self.store.upsert_alarm(AlarmContext(alarm_id, **context), source="config", now=self.clock(), due=True)
 
-    def cycle(self) -> CycleReport:
-        """One poll cycle, a forced drain of the outbox, then the clock moves by ``advance``."""
-        report = self.poller.run_cycle()
+    def cycle(self, *, force: bool = False) -> CycleReport:
+        """One poll cycle (``force``: of every alarm, due or not), a forced drain of the outbox,
+        then the clock moves by ``advance``."""
+        report = self.poller.run_cycle(force=force)
         self.sender.drain(force=True)
         self.clock.t += self.advance
         return report

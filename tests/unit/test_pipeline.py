@@ -248,6 +248,42 @@ def test_concurrent_workers_poll_every_alarm_once_without_a_task_per_alarm(
     assert len(submitted) == 4  # one task per worker, not one future per alarm (memory at 10k alarms)
 
 
+def test_a_cycle_claims_due_alarms_page_by_page_and_polls_each_once(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory holds one page of claimed alarms, not every followed one; every due alarm is still
+    read once a cycle, a failing commit does not make a page read again, and ``force`` (once)
+    claims them all."""
+    import exporter.pipeline.poller as poller_module
+
+    monkeypatch.setattr(poller_module, "CLAIM_PAGE", 7)
+    r = rig(max_concurrency=3)
+    claims: list[int] = []
+    real_claim = r.store.claim_due
+
+    def claim_due(now: float, limit: int) -> list[Any]:
+        claims.append(limit)
+        return real_claim(now, limit)
+
+    monkeypatch.setattr(r.store, "claim_due", claim_due)
+    ids = [str(n) for n in range(1, 24)]
+    r.follow(*ids)
+    for alarm_id in ids:
+        r.source.data[alarm_id] = [row("CREATE", "2024-06-10 14:13:50")]
+    report = r.cycle()
+    assert report.polled == 23 and report.new_records == 23 and report.ok
+    assert sorted(r.source.calls, key=int) == ids
+    assert claims == [7, 7, 7, 7] and max(claims) == 7  # 7 + 7 + 7 + 2
+    # the next cycle: nothing is due yet
+    claims.clear()
+    r.source.calls.clear()
+    assert r.cycle().polled == 0 and claims == [7]
+    # forced (once): every alarm, in one claim
+    claims.clear()
+    assert r.cycle(force=True).polled == 23 and len(claims) == 1
+    assert sorted(r.source.calls, key=int) == ids
+
+
 def test_an_unexpected_error_in_a_worker_still_fails_the_cycle(rig: Callable[..., Rig]) -> None:
     r = rig(max_concurrency=4)
     r.follow("1", "2", "3", "4", "5")

@@ -403,6 +403,17 @@ def test_prune_forgets_long_retired(store: StateStore) -> None:
 
 
 # -- meta, roles, reopen, safety ------------------------------------------------------------------
+def test_alarm_ids_by_phase_and_source(store: StateStore) -> None:
+    store.upsert_alarm(AlarmContext("c1"), source="config", now=1.0, due=True)
+    store.upsert_alarm(AlarmContext("d1"), source="discovered", now=1.0, due=True)
+    store.upsert_alarm(AlarmContext("d2"), source="discovered", now=1.0, due=True)
+    store.commit_poll(PollCommit("d2", 2.0, phase="retired"))
+    assert sorted(store.alarm_ids()) == ["c1", "d1"]
+    assert store.alarm_ids(source="config") == ["c1"]
+    assert store.alarm_ids(("retired", "expired")) == ["d2"]
+    assert store.alarm_ids(("retired",), source="config") == []
+
+
 def test_meta(store: StateStore) -> None:
     assert store.get_meta("nothing") is None
     assert store.get_meta("instance_id")

@@ -168,6 +168,16 @@ class PostgresStateStore:
 
         return self._db.run("list_alarms", query)
 
+    def alarm_ids(self, phases: Sequence[str] = ("active", "closing"), source: str | None = None) -> list[str]:
+        def query(cur: Cursor) -> list[str]:
+            cur.execute(
+                "SELECT alarm_id FROM alarms WHERE phase = ANY(%s::text[]) AND (%s::text IS NULL OR source = %s)",
+                (list(phases), source, source),
+            )
+            return [r["alarm_id"] for r in cur.fetchall()]
+
+        return self._db.run("alarm_ids", query)
+
     def claim_due(self, now: float, limit: int) -> list[AlarmState]:
         """Lease up to ``limit`` due alarms, oldest first, spread over the live replicas: see
         :meth:`exporter.state.postgres.leases.Replica.claim_due`."""
