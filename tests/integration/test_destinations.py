@@ -261,7 +261,8 @@ def test_logs_and_spans_to_different_endpoints(sim: Simulator, rotel_collector: 
 
 def test_a_postgres_store_of_schema_2_gains_destinations_and_keeps_its_rows(postgres_url: str) -> None:
     """A shared store written by the previous version (schema 2: the fencing tokens) is migrated
-    to 3 on open: its queued rows become ``default``'s and are claimed with a token as before."""
+    to the newest schema on open (3: destinations, 4: the encoded outbox): its queued rows become
+    ``default``'s and are claimed with a token as before, delivered from their JSON."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -270,7 +271,7 @@ def test_a_postgres_store_of_schema_2_gains_destinations_and_keeps_its_rows(post
     from exporter.state.sql import POSTGRES
     from tests.support.postgres import fresh_schema
 
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     url = fresh_schema(postgres_url)
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         for step in (1, 2):
@@ -285,11 +286,12 @@ def test_a_postgres_store_of_schema_2_gains_destinations_and_keeps_its_rows(post
         )
     store = PostgresStateStore(url, max_queued=10, lease=30.0)
     try:
-        assert store.get_meta("schema_version") == "3"
+        assert store.get_meta("schema_version") == "4"
         assert store.outbox_stats().by_destination == {"default": (1, 0, 1.0)}
         assert store.claim_outbox("logs", 10, "audit") == []
         (item,) = store.claim_outbox("logs", 10, "default")
-        assert item.payload.uid == "old-1"
+        assert item.payload.uid == "old-1" and item.encoded is None
+        assert item.encoded_log()  # what the OTLP sink sends: encoded from the JSON now
         store.ack([item.seq])
         assert store.outbox_stats().depth == 0
     finally:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.sources.bkmonitor.records import parse_create_time, parse_event_log
 
@@ -129,3 +131,28 @@ def test_uid_depends_on_alarm_and_content() -> None:
     d = parse_event_log("1", [item(status="FAILED", event_id=7)], tz=SHANGHAI, observed_ns=0).records[0].uid
     assert len({a, b, c}) == 3
     assert a == d  # status / event_id changes are the same record
+
+
+_ZONES = [ZoneInfo(name) for name in ("Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe")]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 12, 31)),
+    zone=st.sampled_from(_ZONES),
+)
+def test_the_fast_time_path_agrees_with_datetime_in_any_zone(moment: datetime, zone: ZoneInfo) -> None:
+    """BlueKing's ``YYYY-MM-DD HH:MM:SS`` is read without strptime and with one UTC offset looked
+    up per local minute; it must mean what ``datetime`` means, DST gaps and folds included (Lord
+    Howe moves by 30 minutes)."""
+    moment = moment.replace(microsecond=0)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    want = int((moment.replace(tzinfo=zone) - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**9
+    assert parse_create_time(text, zone) == want
+    assert parse_create_time(text, zone) == want  # the second time from the offset cache
+
+
+@pytest.mark.parametrize("text", ["2024-02-30 10:00:00", "2024-13-01 10:00:00", "2024-06-10 24:00:00"])
+def test_impossible_plain_times_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_create_time(text, ZoneInfo("Asia/Shanghai"))
