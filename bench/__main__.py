@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, help="where to write the report (default: docs/benchmarks.md for a full run)"
     )
     args = parser.parse_args(argv)
+    from exporter.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas()  # the in-process benchmarks run the App as the run command does
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     output = args.output
     if output is None and not args.quick and not args.only:

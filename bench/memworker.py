@@ -50,6 +50,9 @@ def _live_bytes(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     limit = int(args[1]) if len(args) > 1 else None
+    from exporter.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas()  # what the run and once commands do first
     report: dict[str, Any] = {"start": memory_status()}
     from exporter.app import App
     from exporter.config import load_config

@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plugins": _cmd_plugins,
         "completion": _cmd_completion,
     }
+    if command in ("run", "once", "demo"):  # the commands that start poll workers
+        from exporter.runtime import limit_malloc_arenas
+
+        limit_malloc_arenas()
     try:
         return handlers[command](args)
     except KeyboardInterrupt:

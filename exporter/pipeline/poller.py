@@ -143,27 +143,30 @@ class Poller:
     def run_cycle(self, *, force: bool = False, limit: int = 1_000_000) -> CycleReport:
         """Poll every due alarm (every followed alarm with ``force``).
 
-        Due alarms are claimed :data:`CLAIM_PAGE` at a time, each page polled before the next is
-        claimed, so memory holds one page of alarms however many are followed: a polled alarm is
-        due later, so the next claim finds the next ones. ``force`` claims every alarm at once
-        (all are due, polled or not, so pages could not tell them apart)."""
+        Due alarms are claimed :data:`CLAIM_PAGE` at a time, in ``(next_poll, alarm_id)`` order,
+        each page polled before the next is claimed after the last key of the one before: memory
+        holds one page of alarms however many are followed. An alarm polled this cycle that comes
+        round again (``force``: it is still "due") is not polled twice."""
         with self._cycle_lock:
             started = self.clock()
             report = CycleReport()
-            polled: set[str] = set()  # claimed this cycle: a page never polls one twice
-            size = limit if force else CLAIM_PAGE
+            polled: set[str] = set()  # claimed this cycle
+            after: tuple[float, str] | None = None
             while len(polled) < limit:
-                page = self.store.claim_due(float("inf") if force else started, min(size, limit - len(polled)))
+                size = min(CLAIM_PAGE, limit - len(polled))
+                page = self.store.claim_due(float("inf") if force else started, size, after)
                 if self._auth_retry_at is not None and not force:
                     # Refused credentials fail every call alike: one alarm probes them once per poll
                     # interval (no retry storm); when it gets through, the others follow at once.
                     page = page[:1] if started >= self._auth_retry_at and not polled else []
-                due = [alarm for alarm in page if alarm.alarm_id not in polled]
-                if not due:
+                if not page:
                     break
+                after = (page[-1].next_poll, page[-1].alarm_id)
+                due = [alarm for alarm in page if alarm.alarm_id not in polled]
                 polled.update(alarm.alarm_id for alarm in due)
-                self._poll_all(due, report)
-                if force or report.auth_error is not None or self.stop.is_set() or len(page) < size:
+                if due:
+                    self._poll_all(due, report)
+                if report.auth_error is not None or self.stop.is_set() or len(page) < size:
                     break
             if polled:
                 self._report_cycle(report, len(polled))

@@ -157,8 +157,9 @@ class StateStore(Protocol):
         syncing need, without decoding every alarm's context."""
         ...
 
-    def claim_due(self, now: float, limit: int) -> list[AlarmState]:
-        """Alarms in phase active/closing whose ``next_poll`` has come, oldest first."""
+    def claim_due(self, now: float, limit: int, after: tuple[float, str] | None = None) -> list[AlarmState]:
+        """Alarms in phase active/closing whose ``next_poll`` has come, oldest first (by
+        ``(next_poll, alarm_id)``); ``after``: only those ordered after that key (the next page)."""
         ...
 
     def seen_uids(self, alarm_id: str) -> set[str]: ...

@@ -245,11 +245,12 @@ class SqliteStateStore:
             where, params = f"{where} AND source = ?", [*params, source]
         return [r[0] for r in self._query(f"SELECT alarm_id FROM alarms WHERE {where}", params)]
 
-    def claim_due(self, now: float, limit: int) -> list[AlarmState]:
+    def claim_due(self, now: float, limit: int, after: tuple[float, str] | None = None) -> list[AlarmState]:
+        page, params = ("AND (next_poll, alarm_id) > (?, ?) ", [*after]) if after else ("", [])
         rows = self._query(
             f"SELECT {ALARM_COLUMNS} FROM alarms WHERE phase IN ('active', 'closing') AND next_poll <= ? "
-            "ORDER BY next_poll LIMIT ?",
-            (now, limit),
+            f"{page}ORDER BY next_poll, alarm_id LIMIT ?",
+            (now, *params, limit),
         )
         return [alarm_from_row(r) for r in rows]
 

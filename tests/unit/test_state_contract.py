@@ -354,6 +354,16 @@ def test_claim_due_oldest_first_within_limit(store: StateStore) -> None:
     assert [a.alarm_id for a in store.claim_due(float("inf"), 10)] == ["b", "c", "a"]
 
 
+def test_claim_due_pages_by_next_poll_then_id(store: StateStore) -> None:
+    for alarm_id, now in (("a", 10.0), ("b", 10.0), ("c", 20.0), ("d", 5.0)):
+        store.upsert_alarm(AlarmContext(alarm_id), source="config", now=now, due=True)
+    first = store.claim_due(100.0, 2)
+    assert [a.alarm_id for a in first] == ["d", "a"]
+    after = (first[-1].next_poll, first[-1].alarm_id)
+    assert [a.alarm_id for a in store.claim_due(100.0, 2, after)] == ["b", "c"]
+    assert store.claim_due(100.0, 2, (20.0, "c")) == []
+
+
 def test_upsert_keeps_schedule_unless_due(store: StateStore) -> None:
     first = store.upsert_alarm(AlarmContext("1", name="x"), source="discovered", now=5.0, due=False)
     assert (first.phase, first.source, first.first_seen, first.next_poll) == ("active", "discovered", 5.0, 5.0)

@@ -80,7 +80,7 @@ class Replica:
         )
 
     # -- claims -------------------------------------------------------------------------------------
-    def claim_due(self, now: float, limit: int) -> list[AlarmState]:
+    def claim_due(self, now: float, limit: int, after: tuple[float, str] | None = None) -> list[AlarmState]:
         """Lease up to ``limit`` due alarms (active/closing, ``next_poll <= now``), oldest first:
         those in this replica's share, and any overdue by ``steal_after``; never one another live
         replica holds. The claims of the previous call are over (the poller resolves a cycle's
@@ -107,6 +107,8 @@ class Replica:
                 "), due AS ("
                 "  SELECT d.alarm_id FROM alarms d JOIN ranked USING (alarm_id) CROSS JOIN slot"
                 "  WHERE d.phase IN ('active', 'closing') AND d.next_poll <= %(now)s"
+                "    AND (%(after_id)s::text IS NULL"
+                "      OR (d.next_poll, d.alarm_id) > (%(after_poll)s::double precision, %(after_id)s::text))"
                 "    AND (d.lease_owner IS NULL OR d.lease_owner = %(me)s OR d.lease_until < now())"
                 "    AND (d.last_error IS NOT NULL OR d.next_poll <= %(now)s - %(steal)s"
                 "      OR (ranked.r * slot.n) / ranked.total = slot.k)"
@@ -123,6 +125,8 @@ class Replica:
                     "limit": max(0, limit),
                     "lease": self.lease,
                     "steal": self.steal_after,
+                    "after_poll": after[0] if after else None,
+                    "after_id": after[1] if after else None,
                 },
             )
             return [(alarm_from_row(r), int(r["lease_token"])) for r in cur.fetchall()]

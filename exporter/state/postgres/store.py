@@ -178,10 +178,10 @@ class PostgresStateStore:
 
         return self._db.run("alarm_ids", query)
 
-    def claim_due(self, now: float, limit: int) -> list[AlarmState]:
+    def claim_due(self, now: float, limit: int, after: tuple[float, str] | None = None) -> list[AlarmState]:
         """Lease up to ``limit`` due alarms, oldest first, spread over the live replicas: see
         :meth:`exporter.state.postgres.leases.Replica.claim_due`."""
-        return self._replica.claim_due(now, limit)
+        return self._replica.claim_due(now, limit, after)
 
     def seen_uids(self, alarm_id: str) -> set[str]:
         def query(cur: Cursor) -> set[str]:
