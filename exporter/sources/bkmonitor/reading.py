@@ -21,19 +21,12 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
+from exporter.config.types import format_size
 from exporter.errors import BkResponseError, BkTransportError
 
-__all__ = ["CHUNK", "format_size", "read_body", "read_raw"]
+__all__ = ["CHUNK", "read_body", "read_raw"]
 
 CHUNK = 1 << 16
-
-
-def format_size(size: int) -> str:
-    """``64MiB``, ``512KiB`` or ``1234B``: how the option would be written."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale}{unit}"
-    return f"{size}B"
 
 
 def _too_large(endpoint: str, cap: int, request_id: str | None, status: int) -> BkResponseError:
