@@ -107,6 +107,44 @@ class CycleReport:
         return self.failed == 0 and self.auth_error is None
 
 
+class DuePages:
+    """The due alarms of one cycle, claimed :data:`CLAIM_PAGE` at a time in ``(next_poll,
+    alarm_id)`` order: the next page (after the last key of the one before) is claimed when the
+    last alarm of a page is taken. An alarm that comes round again within the cycle (in a forced
+    cycle a polled alarm is still "due") is not handed out twice. Not thread-safe: the poller's
+    workers take alarms under one lock."""
+
+    def __init__(self, store: StateStore, now: float, limit: int) -> None:
+        self.store = store
+        self.now = now
+        self.limit = limit
+        self.claimed: set[str] = set()
+        self._after: tuple[float, str] | None = None
+        self._ready: list[AlarmState] = []
+        self._done = limit <= 0
+
+    def take(self) -> AlarmState | None:
+        """The next due alarm, claiming a page when needed; None when there is none left."""
+        while not self._ready:
+            if self._done:
+                return None
+            size = min(CLAIM_PAGE, self.limit - len(self.claimed))
+            try:
+                page = self.store.claim_due(self.now, size, self._after)
+            except BaseException:
+                self._done = True
+                raise
+            if not page:
+                self._done = True
+                return None
+            self._after = (page[-1].next_poll, page[-1].alarm_id)
+            fresh = [alarm for alarm in page if alarm.alarm_id not in self.claimed]
+            self.claimed.update(alarm.alarm_id for alarm in fresh)
+            self._done = len(page) < size or len(self.claimed) >= self.limit
+            self._ready = fresh[::-1]  # taken from the end: oldest first
+        return self._ready.pop()
+
+
 class Poller:
     """Runs poll cycles. Thread-safe: one cycle at a time (a second caller waits)."""
 
@@ -141,35 +179,20 @@ class Poller:
 
     # -- the cycle ----------------------------------------------------------------------------------
     def run_cycle(self, *, force: bool = False, limit: int = 1_000_000) -> CycleReport:
-        """Poll every due alarm (every followed alarm with ``force``).
-
-        Due alarms are claimed :data:`CLAIM_PAGE` at a time, in ``(next_poll, alarm_id)`` order,
-        each page polled before the next is claimed after the last key of the one before: memory
-        holds one page of alarms however many are followed. An alarm polled this cycle that comes
-        round again (``force``: it is still "due") is not polled twice."""
+        """Poll every due alarm (every followed alarm with ``force``), claimed page by page
+        (:class:`DuePages`): memory holds about one page of alarms however many are followed."""
         with self._cycle_lock:
             started = self.clock()
             report = CycleReport()
-            polled: set[str] = set()  # claimed this cycle
-            after: tuple[float, str] | None = None
-            while len(polled) < limit:
-                size = min(CLAIM_PAGE, limit - len(polled))
-                page = self.store.claim_due(float("inf") if force else started, size, after)
-                if self._auth_retry_at is not None and not force:
-                    # Refused credentials fail every call alike: one alarm probes them once per poll
-                    # interval (no retry storm); when it gets through, the others follow at once.
-                    page = page[:1] if started >= self._auth_retry_at and not polled else []
-                if not page:
-                    break
-                after = (page[-1].next_poll, page[-1].alarm_id)
-                due = [alarm for alarm in page if alarm.alarm_id not in polled]
-                polled.update(alarm.alarm_id for alarm in due)
-                if due:
-                    self._poll_all(due, report)
-                if report.auth_error is not None or self.stop.is_set() or len(page) < size:
-                    break
-            if polled:
-                self._report_cycle(report, len(polled))
+            if self._auth_retry_at is not None and not force:
+                # Refused credentials fail every call alike: one alarm probes them once per poll
+                # interval (no retry storm); when it gets through, the others follow at once.
+                limit = 1 if started >= self._auth_retry_at else 0
+            pages = DuePages(self.store, float("inf") if force else started, limit)
+            first = pages.take()
+            if first is not None:
+                self._poll_all(first, pages, report)
+                self._report_cycle(report, len(pages.claimed))
             if report.auth_error is not None:
                 self._auth_retry_at = started + self.settings.interval
             elif report.polled:
@@ -179,13 +202,11 @@ class Poller:
                 self.metrics.auth_failure(None)
             return report
 
-    def _poll_all(self, due: list[AlarmState], report: CycleReport) -> None:
+    def _poll_all(self, first: AlarmState, pages: DuePages, report: CycleReport) -> None:
         auth_failed = threading.Event()
         lock = threading.Lock()
 
         def work(alarm: AlarmState) -> None:
-            if self.stop.is_set() or auth_failed.is_set():
-                return
             try:
                 outcome = self.poll_alarm(alarm)
             except BkAuthError as exc:
@@ -209,26 +230,28 @@ class Poller:
                     report.failed += 1
                     report.errors.append(outcome.error)
 
-        workers = max(1, min(self.settings.max_concurrency, len(due)))
-        if workers == 1:
-            for alarm in due:
+        feed_lock = threading.Lock()
+        taken = [first]
+
+        def drain() -> None:
+            """Poll the next alarm until there is none, the poller stops or BlueKing refused us."""
+            while not (self.stop.is_set() or auth_failed.is_set()):
+                with feed_lock:
+                    alarm = taken.pop() if taken else pages.take()
+                if alarm is None:
+                    return
                 work(alarm)
-        else:
-            # Each worker takes the next due alarm from one shared iterator: no future per alarm
-            # (pool.map creates them all at once: ~14 MB at 10,000 alarms, the cycle's peak).
-            feed, feed_lock = iter(due), threading.Lock()
 
-            def drain() -> None:
-                while True:
-                    with feed_lock:
-                        alarm = next(feed, None)
-                    if alarm is None:
-                        return
-                    work(alarm)
-
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-                for done in [pool.submit(drain) for _ in range(workers)]:
-                    done.result()
+        workers = max(1, min(self.settings.max_concurrency, len(pages.claimed)))
+        if workers == 1:
+            drain()
+            return
+        # Each worker takes the next alarm from the one feed: no future per alarm (pool.map makes
+        # them all at once: ~14 MB at 10,000 alarms), and the next page is claimed as soon as the
+        # last alarm of a page is taken, so no worker waits for the page's slowest poll.
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+            for done in [pool.submit(drain) for _ in range(workers)]:
+                done.result()
 
     def _report_cycle(self, report: CycleReport, claimed: int) -> None:
         """The cycle's rate-limited log lines: store refusals, refused credentials, failed calls."""

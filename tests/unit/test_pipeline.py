@@ -287,6 +287,41 @@ def test_a_cycle_claims_due_alarms_page_by_page_and_polls_each_once(
     assert sorted(r.source.calls, key=int) == ids
 
 
+def test_the_next_page_is_claimed_while_the_last_polls_of_a_page_run(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker waits for a page's slowest poll: the next page is claimed as soon as the last
+    alarm of a page is taken. Alarm 1 is held until the second page is claimed: with pages polled
+    one after the other, it would wait for ever (here: 10 s, then fail)."""
+    import threading
+
+    import exporter.pipeline.poller as poller_module
+
+    monkeypatch.setattr(poller_module, "CLAIM_PAGE", 3)
+    r = rig(max_concurrency=2)
+    second_claim = threading.Event()
+    real_claim = r.store.claim_due
+
+    def claim_due(now: float, limit: int, after: Any = None) -> list[Any]:
+        if after is not None:
+            second_claim.set()
+        return real_claim(now, limit, after)
+
+    monkeypatch.setattr(r.store, "claim_due", claim_due)
+    ids = follow_with_a_record(r, 7)
+    real_fetch = r.source.get_event_log
+
+    def get_event_log(alarm_id: str) -> list[Any]:
+        if alarm_id == "1" and not second_claim.wait(10):
+            raise AssertionError("the second page was not claimed while alarm 1 was in flight")
+        return real_fetch(alarm_id)
+
+    monkeypatch.setattr(r.source, "get_event_log", get_event_log)
+    report = r.cycle()
+    assert report.ok and report.polled == 7, report.errors
+    assert sorted(r.source.calls, key=int) == ids
+
+
 def test_an_unexpected_error_in_a_worker_still_fails_the_cycle(rig: Callable[..., Rig]) -> None:
     r = rig(max_concurrency=4)
     r.follow("1", "2", "3", "4", "5")

@@ -83,8 +83,9 @@ class Replica:
     def claim_due(self, now: float, limit: int, after: tuple[float, str] | None = None) -> list[AlarmState]:
         """Lease up to ``limit`` due alarms (active/closing, ``next_poll <= now``), oldest first:
         those in this replica's share, and any overdue by ``steal_after``; never one another live
-        replica holds. The claims of the previous call are over (the poller resolves a cycle's
-        claims before it claims again): they are no longer renewed.
+        replica holds. With ``after`` None (a cycle's first page) the claims of earlier calls are over
+        and no longer renewed; with ``after`` (the cycle's next page, claimed while the previous
+        page's last alarms are still being polled) they are kept until each alarm is polled.
 
         The shares are even: the followed alarms, ordered by ``md5(alarm_id)``, are cut into as many
         equal runs as there are live replicas (heartbeat within their lease), and the replica at
@@ -134,7 +135,11 @@ class Replica:
         claimed = self._claim("claim_due", claim)
         stamp = time.monotonic()
         with self._mu:
-            self._alarms = {alarm.alarm_id: (token, stamp) for alarm, token in claimed}
+            fresh = {alarm.alarm_id: (token, stamp) for alarm, token in claimed}
+            if after is None:  # a cycle's first page: the claims of earlier cycles are over
+                self._alarms = fresh
+            else:  # the next page of the cycle: the previous page's alarms may still be in flight
+                self._alarms.update(fresh)
         return sorted((alarm for alarm, _ in claimed), key=lambda a: (a.next_poll, a.alarm_id))
 
     def claim_outbox(self, kind: str, limit: int, destination: str = "default") -> list[dict[str, Any]]:
