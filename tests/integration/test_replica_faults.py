@@ -43,7 +43,7 @@ from exporter.simulator.store import SimAlarm
 from tests.support.daemon import Daemon, write_config
 from tests.support.faketime import faketime_env
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.postgres import PostgresCluster, find_pg_bin
+from tests.support.postgres import PostgresCluster, find_pg_bin, replica_bkmonitor
 from tests.support.sim import expected_uids, simulator
 from tests.support.tcpproxy import TcpProxy
 from tests.support.wait import wait_until
@@ -142,16 +142,7 @@ class Rig:
 
 def replica_config(rig_sim: Simulator, receiver: OtlpReceiver, url: str, name: str, tmp: Path) -> dict[str, Any]:
     return {
-        "bkmonitor": {
-            "base_url": rig_sim.base_url,
-            "app_code": rig_sim.app_code,
-            "app_secret": rig_sim.app_secret,
-            "username": name,  # how the simulator tells the replicas apart
-            "rate_limit": 0,
-            "max_concurrency": 4,
-            "timeout": "5s",
-            "retry": {"max_attempts": 3, "initial_backoff": "0.2s", "max_backoff": "1s"},
-        },
+        "bkmonitor": replica_bkmonitor(rig_sim, name),
         "poll": {"interval": "1s", "jitter": 0.1, "retire_after": f"{RETIRE_AFTER:g}s"},
         "export": {
             "endpoint": receiver.grpc_endpoint,

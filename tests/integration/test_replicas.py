@@ -35,7 +35,7 @@ from exporter.state.base import PollCommit, QueuedRecord
 from exporter.state.postgres import PostgresStateStore
 from tests.support.daemon import Daemon, run_cli, write_config
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.postgres import fresh_database, fresh_schema
+from tests.support.postgres import fresh_database, fresh_schema, replica_bkmonitor
 from tests.support.records import queued_log
 from tests.support.sim import expected_uids, simulator
 from tests.support.wait import wait_until
@@ -374,16 +374,7 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_url: str, 
 
         def config(name: str) -> dict[str, Any]:
             return {
-                "bkmonitor": {
-                    "base_url": sim.base_url,
-                    "app_code": sim.app_code,
-                    "app_secret": sim.app_secret,
-                    "username": name,  # how the simulator tells the replicas apart
-                    "rate_limit": 0,
-                    "max_concurrency": 4,
-                    "timeout": "5s",
-                    "retry": {"max_attempts": 3, "initial_backoff": "0.2s", "max_backoff": "1s"},
-                },
+                "bkmonitor": replica_bkmonitor(sim, name),
                 "alarms": {"ids": ids},
                 "poll": {"interval": f"{POLL}s", "jitter": 0.1, "retire_after": "10m"},
                 "export": {

@@ -34,11 +34,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
-__all__ = ["PostgresCluster", "PostgresError", "find_pg_bin", "fresh_database", "fresh_schema"]
+__all__ = ["PostgresCluster", "PostgresError", "find_pg_bin", "fresh_database", "fresh_schema", "replica_bkmonitor"]
 
 _TOOLS = ("initdb", "pg_ctl", "postgres")
 PG_BIN_ENV = "BK_OTEL_PG_BIN"
@@ -278,3 +279,18 @@ class PostgresCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def replica_bkmonitor(sim: Any, name: str) -> dict[str, Any]:
+    """The ``bkmonitor`` section of one replica in the replica tests: the simulator's credentials,
+    ``name`` as the username (how the simulator tells replicas apart), small fast retries."""
+    return {
+        "base_url": sim.base_url,
+        "app_code": sim.app_code,
+        "app_secret": sim.app_secret,
+        "username": name,
+        "rate_limit": 0,
+        "max_concurrency": 4,
+        "timeout": "5s",
+        "retry": {"max_attempts": 3, "initial_backoff": "0.2s", "max_backoff": "1s"},
+    }
