@@ -37,7 +37,6 @@ __all__ = [
     "default_resource_attributes",
     "encode_log",
     "logs_request",
-    "request_overhead",
     "resource_message",
     "set_value",
     "stored_log",
@@ -182,8 +181,3 @@ def logs_request(records: Iterable[bytes], resource: Resource) -> bytes:
     scope_logs.scope.CopyFrom(InstrumentationScope(name=SCOPE_NAME, version=__version__))
     scope_logs.MergeFromString(b"".join(records))
     return request.SerializeToString()
-
-
-def request_overhead(resource: Resource) -> int:
-    """The bytes a logs request adds around its records (resource, scope and their framing)."""
-    return len(logs_request((), resource)) + 16

@@ -27,6 +27,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from exporter import __version__
+from exporter.mapping.otlp import SCOPE_NAME
 from exporter.model import LogEvent, SpanRecord
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "readable_span",
 ]
 
-SCOPE = InstrumentationScope("bk-otel-exporter", __version__)
+SCOPE = InstrumentationScope(SCOPE_NAME, __version__)
 
 
 class FixedResource(Resource):

@@ -31,6 +31,8 @@ __all__ = [
     "ALARM_COLUMNS",
     "ALARM_FIELDS",
     "APP_ID",
+    "OUTBOX_COLUMNS",
+    "OUTBOX_FIELDS",
     "POSTGRES",
     "SCHEMA_VERSION",
     "SQLITE",
@@ -40,7 +42,6 @@ __all__ = [
     "alarm_update",
     "check_identity",
     "destination_stats",
-    "OUTBOX_COLUMNS",
     "outbox_item",
     "row_values",
     "outbox_where",
@@ -251,7 +252,8 @@ def destination_stats(rows: Sequence[Any]) -> dict[str, tuple[int, int, float | 
 
 
 #: the ``outbox`` columns :func:`outbox_item` reads
-OUTBOX_COLUMNS = "seq, kind, uid, alarm_id, payload, encoded, enqueued_at, attempts"
+OUTBOX_FIELDS = ("seq", "kind", "uid", "alarm_id", "payload", "encoded", "enqueued_at", "attempts")
+OUTBOX_COLUMNS = ", ".join(OUTBOX_FIELDS)
 
 
 def outbox_item(row: Any) -> OutboxItem:

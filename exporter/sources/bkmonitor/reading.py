@@ -39,6 +39,15 @@ def _too_large(endpoint: str, cap: int, request_id: str | None, status: int) -> 
     )
 
 
+def _timed_out(endpoint: str, timeout: float, request_id: str | None, status: int) -> BkTransportError:
+    return BkTransportError(
+        f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
+        endpoint=endpoint,
+        request_id=request_id,
+        http_status=status,
+    )
+
+
 def _set_wait(raw: Any, seconds: float) -> None:
     """Give the next socket wait at most ``seconds`` (best effort: urllib3 2 exposes its connection)."""
     sock = getattr(getattr(raw, "connection", None), "sock", None)
@@ -116,12 +125,7 @@ def read_raw(
         while True:
             left = deadline - clock()
             if left <= 0:
-                raise BkTransportError(
-                    f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
-                    endpoint=endpoint,
-                    request_id=request_id,
-                    http_status=status,
-                )
+                raise _timed_out(endpoint, timeout, request_id, status)
             _set_wait(raw, left)
             chunk = raw.read1(CHUNK, decode_content=True)
             if not chunk:  # the end of the answer
@@ -132,12 +136,7 @@ def read_raw(
             parts.append(chunk)
     except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
         raw.close()
-        raise BkTransportError(
-            f"timed out after {timeout:g}s (the request's total deadline) while reading the answer",
-            endpoint=endpoint,
-            request_id=request_id,
-            http_status=status,
-        ) from None
+        raise _timed_out(endpoint, timeout, request_id, status) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raw.close()
         raise BkTransportError(

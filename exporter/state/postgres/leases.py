@@ -17,7 +17,7 @@ from exporter.state.base import AlarmState
 from exporter.state.postgres.clock import DatabaseClock
 from exporter.state.postgres.heartbeat import Heartbeat
 from exporter.state.postgres.pool import Cursor, Database
-from exporter.state.sql import ALARM_FIELDS, alarm_from_row
+from exporter.state.sql import ALARM_FIELDS, OUTBOX_FIELDS, alarm_from_row
 
 __all__ = ["Replica"]
 
@@ -165,8 +165,7 @@ class Replica:
                 "UPDATE outbox AS o SET lease_owner = %(me)s, lease_until = now() + %(lease)s * interval '1 second', "
                 "lease_token = nextval('lease_tokens') "
                 "FROM c WHERE o.seq = c.seq "
-                "RETURNING o.seq, o.kind, o.uid, o.alarm_id, o.payload, o.encoded, o.enqueued_at, o.attempts, "
-                "o.lease_token",
+                f"RETURNING {', '.join('o.' + c for c in OUTBOX_FIELDS)}, o.lease_token",
                 {"kind": kind, "dest": destination, "me": self.owner, "limit": max(0, limit), "lease": self.lease}
                 | {"steal": self.steal_after},
             )
