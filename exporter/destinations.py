@@ -48,14 +48,22 @@ def sender_settings(config: Config, destination: DestinationConfig | None = None
     destination's batch bounds; ``export.retry`` for the backoff."""
     export = config.export
     bounds: OtlpOptions = export
+    signal_bounds: tuple[tuple[str, int, int], ...] = ()
     if destination is not None and isinstance(destination.options, OtlpOptions):
         bounds = destination.options
+    elif destination is None:  # export.logs / export.spans may bound their own batches
+        signal_bounds = tuple(
+            (signal, own.batch_size, own.max_batch_bytes)
+            for signal in ("logs", "spans")
+            if (own := export.for_signal(signal)) is not export
+        )
     return SenderSettings(
         signals=tuple(destination.signals or export.signals) if destination is not None else tuple(export.signals),
         batch_size=bounds.batch_size,
         max_batch_bytes=bounds.max_batch_bytes,
         initial_backoff=export.retry.initial_backoff,
         max_backoff=export.retry.max_backoff,
+        signal_bounds=signal_bounds,
     )
 
 

@@ -17,7 +17,8 @@ outcomes are those of :mod:`exporter.sinks.base`):
 
 A batch is at most ``batch_size`` rows and, by the records' encoded size (:func:`row_bytes`:
 exact for the log records stored as OTLP bytes, estimated for JSON rows), at most
-``max_batch_bytes``; the sink checks the exact size and answers TOO_LARGE past it. Signals take
+``max_batch_bytes``, a signal's own where ``export.logs`` / ``export.spans`` set them; the sink
+checks the exact size and answers TOO_LARGE past it. Signals take
 turns, one batch each, and the drain lets go of the sink between batches: a sink swap (a reload)
 waits for one batch, not for the whole backlog, and a stop ends the drain at the next batch.
 Outages are logged when they start, then at most every ``report_every`` seconds, and when they
@@ -65,6 +66,15 @@ class SenderSettings:
     initial_backoff: float = 1.0
     max_backoff: float = 60.0
     report_every: float = 60.0
+    #: a signal's own ``(batch_size, max_batch_bytes)`` (``export.logs`` / ``export.spans``)
+    signal_bounds: tuple[tuple[str, int, int], ...] = ()
+
+    def bounds(self, signal: str) -> tuple[int, int]:
+        """``signal``'s ``(batch_size, max_batch_bytes)``: its own, else the settings' own."""
+        for name, size, max_bytes in self.signal_bounds:
+            if name == signal:
+                return size, max_bytes
+        return self.batch_size, self.max_batch_bytes
 
 
 @dataclass
@@ -237,10 +247,11 @@ class Sender:
         """Claim one batch of ``signal`` and send it (in as many requests as its size needs);
         False when there is nothing to send, the sink asked to retry, or the drain must stop."""
         self._claimed_for = self.sink
-        items = self.store.claim_outbox(signal, self.settings.batch_size, self.destination)
+        size, max_bytes = self.settings.bounds(signal)
+        items = self.store.claim_outbox(signal, size, self.destination)
         if not items:
             return False
-        parts = self._parts(items)
+        parts = self._parts(items, max_bytes)
         for n, part in enumerate(parts):
             unsent: list[OutboxItem] = []
             if n and self._must_stop(deadline):
@@ -254,9 +265,9 @@ class Sender:
             return replaced  # after a swap, go on: the next claim follows the new settings
         return True
 
-    def _parts(self, items: Sequence[OutboxItem]) -> list[list[OutboxItem]]:
-        """``items`` cut in runs of at most ``max_batch_bytes`` by estimate (each at least one row)."""
-        limit = self.settings.max_batch_bytes
+    @staticmethod
+    def _parts(items: Sequence[OutboxItem], limit: int) -> list[list[OutboxItem]]:
+        """``items`` cut in runs of at most ``limit`` bytes by estimate (each at least one row)."""
         if not limit:
             return [list(items)]
         parts: list[list[OutboxItem]] = [[]]

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from exporter.config import config_from_dict
+from exporter.destinations import sender_settings
 from exporter.metrics import Metrics
 from exporter.model import AlarmContext, LogEvent, SpanRecord
 from exporter.pipeline.sender import Sender, SenderSettings, estimated_bytes
@@ -174,6 +176,35 @@ def test_batches_are_cut_by_estimated_encoded_bytes(store: SqliteStateStore) -> 
     enqueue(store, events)
     assert s.drain().exported == 10
     assert [len(uids) for _, uids in sink.calls] == [3, 3, 3, 1]
+
+
+def test_a_signal_s_own_batch_bounds_cut_its_batches_and_only_its_own(store: SqliteStateStore) -> None:
+    """``export.logs.batch_size`` / ``export.spans.max_batch_bytes`` bound that signal's requests;
+    the other signal keeps ``export:``'s bounds."""
+    bk = {"base_url": "https://paas.example.com", "app_code": "a", "app_secret": "s"}
+    config = config_from_dict(
+        {
+            "bkmonitor": bk,
+            "export": {
+                "signals": ["logs", "spans"],
+                "batch_size": 8,
+                "logs": {"batch_size": 3},
+                "spans": {"max_batch_bytes": 2048},
+            },
+        },
+        env={},
+    )
+    settings = sender_settings(config)
+    assert settings.bounds("logs") == (3, config.export.max_batch_bytes)
+    assert settings.bounds("spans") == (8, 2048)
+    assert sender_settings(config_from_dict({"bkmonitor": bk}, env={})).signal_bounds == ()
+    clock = Clock()
+    sink = ScriptedSink()
+    s, _ = sender(store, sink, clock, signals=("logs", "spans"), signal_bounds=(("logs", 3, 0),))
+    enqueue(store, [*(log_event(f"l{i}") for i in range(7)), *(span_record(f"s{i}") for i in range(10))])
+    assert s.drain(force=True).exported == 17
+    assert [len(uids) for signal, uids in sink.calls if signal == "logs"] == [3, 3, 1]
+    assert [len(uids) for signal, uids in sink.calls if signal == "spans"] == [8, 2]
 
 
 @pytest.mark.parametrize("body", ["plain ascii message", "磁盘使用率超过 90%，请尽快处理" * 20])
