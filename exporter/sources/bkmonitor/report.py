@@ -7,7 +7,7 @@ or 1306201 for hours looks healthy. :class:`CallReporter` makes both anomalies v
   request id, rate-limited per endpoint and *kind* (:func:`failure_kind`: rate limited,
   unavailable, no answer): the first at once, then at most one line a minute carrying the count
   of the ones held back; and counted by the observer's ``api_retry(endpoint, code)``
-  (``bk_otel_api_retries_total{endpoint,code}``, where every code is told apart);
+  (``bk_otel_api_retries_total{api_endpoint,code}``, where every code is told apart);
 * an answer with bytes that are not UTF-8 (replaced by U+FFFD, the rest read as sent) is logged
   once per endpoint and alarm (then at most hourly) and counted by ``api_undecodable(endpoint,
   n)`` (``bk_otel_api_undecodable_bytes_total{endpoint}``).
