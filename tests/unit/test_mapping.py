@@ -164,3 +164,15 @@ def test_ids_are_deterministic_and_documented() -> None:
     assert record_uid("1", "CREATE", "t", "m", 0) != record_uid("1", "CREATE", "t", "m", 1)
     # length-prefixed: shifting text between fields changes the uid
     assert record_uid("1", "AB", "C", "m") != record_uid("1", "A", "BC", "m")
+
+
+def test_the_record_uid_is_the_documented_hash_for_ever() -> None:
+    """A uid that changed between versions would send every stored record again after an upgrade:
+    the formula of the ids module's docstring, spelled out, and a value fixed once."""
+    import hashlib
+
+    fields = ("bkoe-uid-1", "6001", "ACTION", "2026-11-20 10:00:05", "通知 admin \ud800", "1")
+    framed = b"".join(len(raw).to_bytes(8, "big") + raw for raw in (f.encode("utf-8", "surrogatepass") for f in fields))
+    uid = record_uid("6001", "ACTION", "2026-11-20 10:00:05", "通知 admin \ud800", 1)
+    assert uid == hashlib.sha256(framed).digest()[:16].hex()
+    assert record_uid("6001", "CREATE", "2026-11-20 10:00:00", "告警产生") == "85c4240a58c4648089c41434374b7d91"
