@@ -99,7 +99,7 @@ class OtlpSink:
             return ExportResult(
                 ExportOutcome.TOO_LARGE,
                 f"{len(batch)} {what}{'s' if len(batch) != 1 else ''} encode to {len(body)} bytes, "
-                f"over export.max_batch_bytes ({limit})",
+                f"over max_batch_bytes ({limit}; set in export:, export.{signal}: or the destination's options)",
             )
         return self._transport.send(signal, body)
 

@@ -253,7 +253,10 @@ def test_sink_refuses_a_request_over_max_batch_bytes_without_sending_it() -> Non
     events = [LogEvent(f"u{i}", "1", 1, 2, "CREATE", "x" * 1000, 9, "INFO") for i in range(5)]
     result = s.export("logs", events)
     assert result.outcome is ExportOutcome.TOO_LARGE and fake.sent == []
-    assert "5 records encode to" in result.detail and "over export.max_batch_bytes (4096)" in result.detail
+    assert (
+        "5 records encode to" in result.detail
+        and "over max_batch_bytes (4096; set in export:, export.logs: or" in result.detail
+    )
     assert s.export("logs", events[:3]).ok and len(fake.sent) == 1
 
 
