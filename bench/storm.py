@@ -124,7 +124,7 @@ def run(*, quick: bool, command: str) -> Result:
     result.add(
         "**first complete poll cycle**, sender draining every second meanwhile (the daemon)", f"**{m['cycle']:.2f} s**"
     )
-    result.add("**ratio cycle / ideal**", f"**{ratio:.2f}**")
+    result.add("**ratio cycle / ideal**", f"**{ratio:.3f}**")  # judged unrounded: shown so
     if len(runs) > 1:
         result.add(
             "all runs (each on a fresh state file; the median is shown above)",
@@ -147,15 +147,19 @@ def run(*, quick: bool, command: str) -> Result:
         f"everything delivered after {alone['delivered']:.2f} s",
     )
     floor = median([cpu for cpu, _ in floors])
+    floor_pass = median([w for _, w in floors])
     per_alarm = m["exporter_cpu"] / max(1, m["calls"])
     result.add(
         "floor: bare `requests` GET + `json.loads` of the same answers, same simulator, "
         f"{concurrency} threads (median of {len(floors)})",
-        f"{floor * 1000:.2f} ms CPU a call; a pass took {median([w for _, w in floors]):.2f} s",
+        f"{floor * 1000:.2f} ms CPU a call; a pass took {floor_pass:.2f} s = {floor_pass / ideal:.3f} × ideal "
+        "(the simulator and the machine without the exporter's work)",
     )
     cost = per_alarm / floor
     result.add("**exporter CPU per alarm / floor CPU per call**", f"**{cost:.2f}**")
-    result.measured = f"{ratio:.2f} × ideal ({m['cycle']:.1f} s vs {ideal:.1f} s)"
+    result.measured = (
+        f"{ratio:.3f} × ideal ({m['cycle']:.1f} s vs {ideal:.1f} s; the bare client's pass {floor_pass / ideal:.3f} ×)"
+    )
     result.passed = ratio <= 1.10
     result.check(
         "CPU per alarm / bare-client floor",
