@@ -145,6 +145,7 @@ class Delivery:
         for name in [n for n in self.senders if n not in sinks]:
             log.warning("destination %s is no longer configured: its queued records stay in the outbox, unsent", name)
             old.append(self.senders.pop(name).sink)
+            self.metrics.forget_destination(name)
         return old
 
     def drain(self, *, force: bool = False, deadline: float | None = None) -> DrainReport:
@@ -185,6 +186,8 @@ class Delivery:
 
     def _drain_one(self, sender: Sender, force: bool, deadline: float | None) -> DrainReport:
         report = sender.drain(force=force, deadline=deadline)
+        if self.senders.get(sender.destination) is not sender:  # removed by a reload meanwhile
+            self.metrics.forget_destination(sender.destination)  # its drain published once more
         self.on_report(report)
         return report
 

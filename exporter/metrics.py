@@ -453,6 +453,22 @@ class Metrics:
         """``destination`` acknowledged an export now."""
         self._dest_last_ok.labels(destination=destination).set(self._clock())
 
+    def forget_destination(self, destination: str) -> None:
+        """``destination`` is no longer configured: its series go (a frozen "in outage" or age
+        would keep alerting about a destination that is gone)."""
+        for family in (
+            self._filtered,
+            self._dest_queued,
+            self._dest_parked,
+            self._dest_age,
+            self._dest_outage,
+            self._dest_last_ok,
+        ):
+            try:
+                family.remove(destination)
+            except KeyError:
+                pass
+
     def set_alarms_followed(self, n: int) -> None:
         with self._lock:
             self._followed = max(0, n)

@@ -131,3 +131,38 @@ def test_an_otlp_destination_gets_its_own_otlp_keys(tmp_path: Path) -> None:
         assert "spans" in app.poller.settings.signals  # the span planner runs for the destination
     finally:
         app.close()
+
+
+def test_a_destination_removed_by_a_reload_takes_its_series_with_it(tmp_path: Path) -> None:
+    """A destination in outage that a reload removes must not stay "in outage" in /metrics (its
+    alert would fire until a restart); the destinations left keep theirs."""
+    import threading
+
+    from exporter.destinations import Delivery
+    from exporter.metrics import Metrics
+
+    bk = {"base_url": "https://paas.example.com", "app_code": "a", "app_secret": "s"}
+    audit = {"name": "audit", "sink": "otlp", "options": {"endpoint": "http://127.0.0.1:9"}}
+    with_audit = config_from_dict({"bkmonitor": bk, "destinations": [audit]}, env={})
+    without = config_from_dict({"bkmonitor": bk}, env={})
+    store = SqliteStateStore(tmp_path / "s.db")
+    store.upsert_alarm(AlarmContext("1"), source="config", now=1.0, due=True)
+    metrics = Metrics()
+    delivery = Delivery(store, metrics, clock=lambda: 100.0, stop=threading.Event())
+    default, failing = MemorySink(), MemorySink()
+    failing.fail_with = ExportOutcome.RETRY
+    assert delivery.configure(with_audit, {"default": default, "audit": failing}) == []
+    store.commit_poll(PollCommit("1", 1.0, seen=["u1"], queued=[replace(queued_log("u1"), destination="audit")]))
+    delivery.drain(force=True)
+
+    def outage(name: str) -> float | None:
+        return metrics.registry.get_sample_value("bk_otel_destination_in_outage", {"destination": name})
+
+    assert (outage("audit"), outage("default")) == (1.0, 0.0)
+    assert delivery.configure(without, {"default": default}) == [failing]
+    delivery.drain(force=True)
+    exposed = metrics.registry.collect()
+    assert outage("audit") is None and outage("default") == 0.0
+    assert not [s for family in exposed for s in family.samples if s.labels.get("destination") == "audit"]
+    delivery.close()
+    store.close()

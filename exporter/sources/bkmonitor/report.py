@@ -10,7 +10,7 @@ or 1306201 for hours looks healthy. :class:`CallReporter` makes both anomalies v
   (``bk_otel_api_retries_total{api_endpoint,code}``, where every code is told apart);
 * an answer with bytes that are not UTF-8 (replaced by U+FFFD, the rest read as sent) is logged
   once per endpoint and alarm (then at most hourly) and counted by ``api_undecodable(endpoint,
-  n)`` (``bk_otel_api_undecodable_bytes_total{endpoint}``).
+  n)`` (``bk_otel_api_undecodable_bytes_total{api_endpoint}``).
 
 The code label keeps the metric's cardinality bounded whatever a server sends: a code the client
 knows (:func:`~exporter.sources.bkmonitor.envelope.classify_code`) as itself, another code as
