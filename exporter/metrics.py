@@ -300,9 +300,18 @@ class Metrics:
             per,
             registry=r,
         )
-        for family in (self._filtered, self._dest_queued, self._dest_parked, self._dest_age, self._dest_outage):
+        #: every family labelled by destination: exposed for ``default`` from the start, and
+        #: dropped together when a destination is removed (:meth:`forget_destination`)
+        self._per_destination = (
+            self._filtered,
+            self._dest_queued,
+            self._dest_parked,
+            self._dest_age,
+            self._dest_outage,
+            self._dest_last_ok,
+        )
+        for family in self._per_destination:
             family.labels(destination="default")
-        self._dest_last_ok.labels(destination="default")
         self._alarms_followed = Gauge("bk_otel_alarms_followed", "Alarms whose event log is being read.", registry=r)
         self._last_poll_g = Gauge(
             "bk_otel_last_successful_poll_timestamp_seconds",
@@ -456,14 +465,7 @@ class Metrics:
     def forget_destination(self, destination: str) -> None:
         """``destination`` is no longer configured: its series go (a frozen "in outage" or age
         would keep alerting about a destination that is gone)."""
-        for family in (
-            self._filtered,
-            self._dest_queued,
-            self._dest_parked,
-            self._dest_age,
-            self._dest_outage,
-            self._dest_last_ok,
-        ):
+        for family in self._per_destination:
             try:
                 family.remove(destination)
             except KeyError:
