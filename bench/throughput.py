@@ -153,7 +153,7 @@ def run_durable(
         app.poller.source = BkMonitorSource(_MemorySource(ds.bodies))
         ahead: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if prepared:
-            work = prepare(ds, app.poller.mapper)
+            work = prepare(ds, app.poller.source, app.poller.mapper)
             app.poller.source = app.poller.mapper = work  # type: ignore[assignment]
             ahead = mock.patch.object(poller, "stored_log", work.stored.__getitem__)
         receiver.reset()
@@ -192,19 +192,16 @@ class _Prepared:
         return record.uid  # the poller hands it to stored_log, which looks the bytes up
 
 
-def prepare(ds: Dataset, mapper: Any) -> _Prepared:
+def prepare(ds: Dataset, source: Any, mapper: Any) -> _Prepared:
+    """The poller's own source and mapper, run ahead over every alarm."""
     from exporter.mapping.otlp import stored_log
-    from exporter.sources.bkmonitor.envelope import parse_envelope
-    from exporter.sources.bkmonitor.records import parse_event_log
 
     parsed: dict[str, FetchResult] = {}
     stored: dict[str, bytes | str] = {}
-    for alarm_id, body in ds.bodies.items():
-        data = parse_envelope(200, {}, body, "get_event_log", expect=list)
-        result = parse_event_log(alarm_id, data, tz=_TZ, observed_ns=time.time_ns())
-        parsed[alarm_id] = result
+    for alarm_id, ctx in ds.contexts.items():
+        result = parsed[alarm_id] = source.fetch(ctx)
         for record in result.records:
-            stored[record.uid] = stored_log(mapper.map_log(record, ds.contexts[alarm_id], with_trace=False))
+            stored[record.uid] = stored_log(mapper.map_log(record, ctx, with_trace=False))
     return _Prepared(parsed, stored)
 
 
