@@ -45,13 +45,16 @@ def uids(receiver: OtlpReceiver) -> list[str]:
     return [r["attributes"]["log.record.uid"] for r in receiver.logs()]
 
 
-def exactly_once(receiver: OtlpReceiver, want: set[str], *, allowed_duplicates: int = 0) -> int:
-    """Every uid of ``want`` at ``receiver``, nothing else, at most ``allowed_duplicates`` twice."""
+def exactly_once(receiver: OtlpReceiver, want: set[str], *, allowed_duplicates: int = 0, what: str = "") -> int:
+    """Every uid of ``want`` at ``receiver`` (named ``what`` in failures), nothing else, at most
+    ``allowed_duplicates`` twice."""
     counts = Counter(uids(receiver))
-    assert want - counts.keys() == set(), f"{len(want - counts.keys())} records lost"
-    assert counts.keys() - want == set(), f"{len(counts.keys() - want)} records that should not be there"
+    at = f" at {what}" if what else ""
+    assert want - counts.keys() == set(), f"{len(want - counts.keys())} records lost{at}"
+    assert counts.keys() - want == set(), f"{len(counts.keys() - want)} records that should not be there{at}"
     duplicates = sum(n - 1 for n in counts.values())
-    assert duplicates <= allowed_duplicates, f"{duplicates} duplicates (allowed {allowed_duplicates})"
+    twice = sorted(uid for uid, n in counts.items() if n > 1)
+    assert duplicates <= allowed_duplicates, f"{duplicates} duplicates{at} (allowed {allowed_duplicates}): {twice}"
     return duplicates
 
 
@@ -159,9 +162,9 @@ def test_three_destinations_one_down_one_filtered_and_a_sigkill(
                 audit_rotel.restart()
                 arrived(audit_rx, during, 30, "audit after its outage")
                 time.sleep(1.0)  # late duplicates, if any
-                for rx in (default_rx, audit_rx):
-                    exactly_once(rx, during)
-                exactly_once(chat_rx, story.creates())
+                for rx, what in ((default_rx, "default"), (audit_rx, "audit")):
+                    exactly_once(rx, during, what=what)
+                exactly_once(chat_rx, story.creates(), what="chatops")
                 assert "destination audit (otlp-grpc): export of logs failed" in daemon.output()
 
                 # SIGKILL while records are being polled and sent; then a new process
