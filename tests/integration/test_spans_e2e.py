@@ -96,7 +96,15 @@ def check_logs_link(receiver: OtlpReceiver, alarm_id: str) -> None:
 
 
 def check_events_are_logs(receiver: OtlpReceiver, span: dict[str, Any]) -> None:
-    """Every event is one delivered log record: same uid, operate, time and body."""
+    """Every event is one delivered log record: same uid, operate, time and body. The two signals
+    are sent in batches of their own, so a span may arrive before its last records' log batch:
+    those are waited for."""
+    wanted = {event["attributes"]["log.record.uid"] for event in span["events"]}
+
+    def delivered() -> set[str]:
+        return {x["attributes"]["log.record.uid"] for x in receiver.logs()}
+
+    wait_until(lambda: wanted <= delivered(), 15, lambda: f"log records of events {sorted(wanted - delivered())}")
     by_uid = {x["attributes"]["log.record.uid"]: x for x in receiver.logs()}
     for event in span["events"]:
         log_record = by_uid[event["attributes"]["log.record.uid"]]
